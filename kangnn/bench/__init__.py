@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m kangnn.bench layer|conv|model``."""

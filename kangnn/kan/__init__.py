@@ -1,0 +1,24 @@
+"""KAN layers and their univariate bases."""
+
+from kangnn.kan.basis import (
+    BASES,
+    Basis,
+    BSplineBasis,
+    ChebyshevBasis,
+    FourierBasis,
+    RBFBasis,
+    make_basis,
+)
+from kangnn.kan.linear import KAN, KANLinear
+
+__all__ = [
+    "BASES",
+    "Basis",
+    "BSplineBasis",
+    "ChebyshevBasis",
+    "FourierBasis",
+    "KAN",
+    "KANLinear",
+    "RBFBasis",
+    "make_basis",
+]

@@ -1,0 +1,290 @@
+"""Univariate bases for :class:`~kangnn.kan.KANLinear`.
+
+A basis turns each input coordinate ``x_p`` into ``K`` function values ``B_1(x_p) .. B_K(x_p)``.
+Every basis keeps one uniform grid per input (``lo[p]`` and step ``h[p]``), so
+:meth:`KANLinear.update_grid` can move the grid of each input on its own.
+
+A new basis is one short class: subclass :class:`Basis`, set ``num_functions`` and implement
+:meth:`Basis.expand`. The layer's backward pass then differentiates ``expand`` by autograd on a
+recomputation; override :meth:`Basis.expand_grad` to do that in closed form.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Basis(nn.Module):
+    """Base class: ``num_functions`` functions per input on a per-input uniform grid.
+
+    Parameters
+    ----------
+    in_features:
+        Number of inputs, each with its own grid.
+    grid_size:
+        Number of grid intervals ``G`` inside ``grid_range``.
+    grid_range:
+        The interval ``[a, b]`` the grid covers at initialisation.
+    """
+
+    num_functions: int
+    #: Number of grid steps the support reaches beyond ``grid_range`` on each side.
+    extension: int = 0
+
+    def __init__(self, in_features: int, grid_size: int, grid_range: tuple[float, float]) -> None:
+        super().__init__()
+        a, b = float(grid_range[0]), float(grid_range[1])
+        if not b > a:
+            raise ValueError(f"grid_range must satisfy a < b, got {grid_range!r}")
+        if grid_size < 1:
+            raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+        self.in_features = in_features
+        self.grid_size = grid_size
+        self.register_buffer("lo", torch.full((in_features,), a))
+        self.register_buffer("h", torch.full((in_features,), (b - a) / grid_size))
+
+    @property
+    def hi(self) -> Tensor:
+        """Upper end of each input's grid range."""
+        return self.lo + self.h * self.grid_size
+
+    def set_grid(self, lo: Tensor, hi: Tensor) -> None:
+        """Move each input's grid to ``[lo[p], hi[p]]`` (same number of intervals)."""
+        self.lo.copy_(lo)
+        self.h.copy_((hi - lo) / self.grid_size)
+
+    def expand(self, x: Tensor, cols: slice = slice(None)) -> Tensor:
+        """Values ``[N, P, K]`` of the functions at ``x`` ``[N, P]`` (inputs ``cols`` of the grid)."""
+        raise NotImplementedError
+
+    def expand_grad(self, x: Tensor, grad: Tensor, cols: slice = slice(None)) -> Tensor:
+        """``sum_k grad[n, p, k] * dB_k/dx (x[n, p])``, shape ``[N, P]``.
+
+        The default differentiates :meth:`expand` by autograd; subclasses may do it in closed form.
+        """
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            (gx,) = torch.autograd.grad(self.expand(xr, cols), xr, grad)
+        return gx
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, grid_size={self.grid_size}"
+
+
+def _bspline_local_polynomials(order: int) -> np.ndarray:
+    """Coefficients ``M[d, r]`` of the ``order + 1`` non-zero uniform B-splines on one interval.
+
+    On the interval ``[t_m, t_m+1)`` with local coordinate ``t`` in ``[0, 1)``, the basis function
+    ``B_{m-order+r}`` equals ``sum_d M[d, r] t**d``. Built once, exactly, from the Cox-de Boor
+    recursion on polynomials: with uniform knots it reads
+    ``b^d_r = ((t + d - r) b^{d-1}_{r-1} + (r + 1 - t) b^{d-1}_r) / d``.
+    """
+    P = np.polynomial.Polynomial
+    t = P([0.0, 1.0])
+    prev = [P([1.0])]
+    for d in range(1, order + 1):
+        cur = []
+        for r in range(d + 1):
+            left = (t + d - r) * prev[r - 1] if r >= 1 else P([0.0])
+            right = (r + 1 - t) * prev[r] if r < d else P([0.0])
+            cur.append((left + right) / d)
+        prev = cur
+    coef = np.zeros((order + 1, order + 1))
+    for r, poly in enumerate(prev):
+        c = poly.coef
+        coef[: len(c), r] = c
+    return coef
+
+
+class BSplineBasis(Basis):
+    r"""Uniform B-splines of order ``k`` (degree ``k``): ``G + k`` functions per input.
+
+    The knots are ``t_i = a + (i - k) h`` for ``i = 0 .. G + 2k``, so the functions cover
+    ``[a - k h, b + k h]``. At any ``x`` only ``k + 1`` of them are non-zero; they are evaluated in
+    closed form as fixed polynomials of the position inside the knot interval, never through the
+    Cox-de Boor recursion. Beyond the outer knots every function is exactly zero (the spline fades
+    out continuously), so a KAN layer is carried by its base branch there and never returns NaN or
+    inf for finite input.
+    """
+
+    def __init__(
+        self, in_features: int, grid_size: int = 5, grid_range=(-1.0, 1.0), spline_order: int = 3
+    ) -> None:
+        super().__init__(in_features, grid_size, grid_range)
+        if spline_order < 1:
+            raise ValueError(f"spline_order must be >= 1, got {spline_order}")
+        self.order = spline_order
+        self.extension = spline_order
+        self.num_functions = grid_size + spline_order
+        coef = _bspline_local_polynomials(spline_order)
+        # Plain floats: the polynomials are evaluated with scalar coefficients (see _polyval).
+        self._coef = coef.tolist()
+        self._dcoef = (coef * np.arange(spline_order + 1)[:, None])[1:].tolist()
+        self.register_buffer("offsets", torch.arange(spline_order + 1), persistent=False)
+
+    def _locate(self, x: Tensor, cols: slice) -> tuple[Tensor, Tensor, Tensor]:
+        """Interval index ``m`` (long), local position ``t`` in ``[0, 1)`` and inverse step."""
+        inv_h = 1.0 / self.h[cols]
+        shift = self.order - self.lo[cols] * inv_h
+        # Knot units counted from t_0. Far-away inputs are clamped so the integer cast stays in
+        # range; nothing changes for them, every function is zero there.
+        v = torch.addcmul(shift, x, inv_h).clamp_(-1.0, self.num_functions + self.order + 1.0)
+        m = v.floor()
+        return m.long(), v - m, inv_h
+
+    @staticmethod
+    def _polyval(coef: list[list[float]], t: Tensor) -> Tensor:
+        """``[N, R, P]``: polynomial ``r`` (coefficients ``coef[d][r]``, low to high) at ``t`` ``[N, P]``.
+
+        One contiguous ``[N, P]`` plane per polynomial, with scalar coefficients: this vectorises
+        far better than broadcasting a ``[R]`` coefficient vector over a trailing dimension.
+        """
+        degree = len(coef) - 1
+        out = t.new_empty(t.shape[0], len(coef[0]), t.shape[1])
+        for r in range(len(coef[0])):
+            plane = out[:, r]
+            if degree == 0:
+                plane.fill_(coef[0][r])
+                continue
+            # Horner: ((c_D t + c_{D-1}) t + ...) t + c_0
+            torch.mul(t, coef[degree][r], out=plane).add_(coef[degree - 1][r])
+            for d in range(degree - 2, -1, -1):
+                plane.mul_(t).add_(coef[d][r])
+        return out
+
+    def _index(self, m: Tensor, stride: int, first: int) -> Tensor:
+        """``[N, k+1, P]`` target columns of the non-zero functions, absent ones clamped aside."""
+        base = torch.arange(m.shape[-1], device=m.device).mul_(stride).add_(first)
+        index = m.unsqueeze(1) + (base + (self.offsets - self.order).unsqueeze(-1))
+        return torch.clamp_(index, min=base - 1, max=base + self.num_functions)
+
+    def scatter_into(self, out: Tensor, x: Tensor, cols: slice, stride: int, first: int) -> None:
+        """Add the basis values of ``x`` ``[N, P]`` into rows of ``out`` ``[N, W]``.
+
+        Function ``i`` of input ``p`` goes to column ``p * stride + first + i``. Indices of functions
+        that do not exist (beyond the outer knots) are clamped to column ``p * stride + first - 1``
+        or ``p * stride + first + K``: the caller reserves those columns (e.g. for the base branch,
+        written afterwards) so the values that land there are overwritten.
+        """
+        m, t, _ = self._locate(x, cols)
+        vals = self._polyval(self._coef, t)
+        out.scatter_add_(1, self._index(m, stride, first).flatten(1), vals.flatten(1))
+
+    def expand(self, x: Tensor, cols: slice = slice(None)) -> Tensor:
+        N, P = x.shape
+        K = self.num_functions
+        # One spare column per input (and one at the end) takes the values of absent functions.
+        out = x.new_zeros(N, P * (K + 1) + 1)
+        self.scatter_into(out, x, cols, K + 1, 1)
+        return out[:, :-1].view(N, P, K + 1)[..., 1:]
+
+    def gather_grad(self, x: Tensor, grad: Tensor, cols: slice, stride: int, first: int) -> Tensor:
+        """``sum_i grad[n, p * stride + first + i] * dB_i/dx (x[n, p])`` for ``x`` ``[N, P]``.
+
+        ``grad`` ``[N, W]`` must hold zeros in the reserved columns (see :meth:`scatter_into`).
+        """
+        m, t, inv_h = self._locate(x, cols)
+        dvals = self._polyval(self._dcoef, t)
+        picked = grad.gather(1, self._index(m, stride, first).flatten(1)).view_as(dvals)
+        return (picked * dvals).sum(1) * inv_h
+
+    def expand_grad(self, x: Tensor, grad: Tensor, cols: slice = slice(None)) -> Tensor:
+        K = self.num_functions
+        padded = F.pad(grad, (1, 0)).flatten(1)
+        return self.gather_grad(x, F.pad(padded, (0, 1)), cols, K + 1, 1)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", spline_order={self.order}"
+
+
+class RBFBasis(Basis):
+    r"""Gaussian radial basis functions (FastKAN): ``exp(-((x - mu_k) / h)^2)``.
+
+    ``G + 1`` centres ``mu_k`` sit on the grid points of ``grid_range``; the width is the grid step.
+    """
+
+    def __init__(self, in_features: int, grid_size: int = 5, grid_range=(-1.0, 1.0)) -> None:
+        super().__init__(in_features, grid_size, grid_range)
+        self.num_functions = grid_size + 1
+        self.register_buffer("steps", torch.arange(grid_size + 1.0), persistent=False)
+
+    def _z(self, x: Tensor, cols: slice) -> Tensor:
+        return (x - self.lo[cols]).div(self.h[cols]).unsqueeze(-1) - self.steps.to(x.dtype)
+
+    def expand(self, x: Tensor, cols: slice = slice(None)) -> Tensor:
+        return torch.exp(-self._z(x, cols).square())
+
+    def expand_grad(self, x: Tensor, grad: Tensor, cols: slice = slice(None)) -> Tensor:
+        z = self._z(x, cols)
+        return (grad * torch.exp(-z.square()) * z).sum(-1) * (-2.0 / self.h[cols])
+
+
+class ChebyshevBasis(Basis):
+    r"""Chebyshev polynomials ``T_0 .. T_G`` of the input mapped to ``[-1, 1]`` (ChebyKAN).
+
+    The input is mapped affinely so that ``grid_range`` becomes ``[-1, 1]`` and then squashed with
+    ``tanh``, which keeps the polynomials bounded for any input.
+    """
+
+    def __init__(self, in_features: int, grid_size: int = 5, grid_range=(-1.0, 1.0)) -> None:
+        super().__init__(in_features, grid_size, grid_range)
+        self.num_functions = grid_size + 1
+
+    def expand(self, x: Tensor, cols: slice = slice(None)) -> Tensor:
+        mid = self.lo[cols] + 0.5 * self.h[cols] * self.grid_size
+        u = torch.tanh((x - mid) / (0.5 * self.h[cols] * self.grid_size))
+        # T_n(u) = cos(n arccos u) is unstable at |u| = 1 for gradients; use the recurrence.
+        terms = [torch.ones_like(u), u]
+        for _ in range(2, self.num_functions):
+            terms.append(2 * u * terms[-1] - terms[-2])
+        return torch.stack(terms[: self.num_functions], dim=-1)
+
+
+class FourierBasis(Basis):
+    r"""Fourier features ``cos(n w x), sin(n w x)`` for ``n = 1 .. G``: ``2 G`` functions.
+
+    ``w`` maps ``grid_range`` onto one period ``[-pi, pi]``.
+    """
+
+    def __init__(self, in_features: int, grid_size: int = 5, grid_range=(-1.0, 1.0)) -> None:
+        super().__init__(in_features, grid_size, grid_range)
+        self.num_functions = 2 * grid_size
+        self.register_buffer("freqs", torch.arange(1.0, grid_size + 1.0), persistent=False)
+
+    def _phase(self, x: Tensor, cols: slice) -> Tensor:
+        span = self.h[cols] * self.grid_size
+        u = (x - self.lo[cols]) / span * (2 * math.pi) - math.pi
+        return u.unsqueeze(-1) * self.freqs.to(x.dtype)
+
+    def expand(self, x: Tensor, cols: slice = slice(None)) -> Tensor:
+        ph = self._phase(x, cols)
+        return torch.cat([torch.cos(ph), torch.sin(ph)], dim=-1)
+
+    def expand_grad(self, x: Tensor, grad: Tensor, cols: slice = slice(None)) -> Tensor:
+        ph = self._phase(x, cols)
+        n = ph.shape[-1]
+        scale = self.freqs.to(x.dtype) * (2 * math.pi) / (self.h[cols] * self.grid_size).unsqueeze(-1)
+        d = grad[..., n:] * torch.cos(ph) - grad[..., :n] * torch.sin(ph)
+        return (d * scale).sum(-1)
+
+
+BASES: dict[str, type[Basis]] = {
+    "bspline": BSplineBasis,
+    "rbf": RBFBasis,
+    "chebyshev": ChebyshevBasis,
+    "fourier": FourierBasis,
+}
+
+
+def make_basis(name: str, in_features: int, grid_size: int, grid_range, **kwargs) -> Basis:
+    """Build a basis by name (one of :data:`BASES`)."""
+    try:
+        cls = BASES[name]
+    except KeyError:
+        raise ValueError(f"unknown basis {name!r}; valid: {', '.join(BASES)}") from None
+    return cls(in_features, grid_size=grid_size, grid_range=grid_range, **kwargs)

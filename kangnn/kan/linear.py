@@ -1,0 +1,369 @@
+"""The KAN layer :class:`KANLinear` and the stack :class:`KAN`."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from kangnn.kan.basis import Basis, BSplineBasis, make_basis
+
+# E[silu(z)^2] for z ~ N(0, 1), used to keep the base branch variance-preserving at init.
+_SILU_SECOND_MOMENT = 0.3557
+
+_ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "silu": F.silu,
+    "identity": lambda x: x,
+    "gelu": F.gelu,
+    "tanh": torch.tanh,
+    "relu": F.relu,
+}
+
+
+# On CPU the B-spline expansion is built in row blocks of about this many (input, function) pairs,
+# so its index temporaries stay in cache instead of costing a multiple of the layer's memory.
+_BLOCK = 1 << 18
+
+
+def _row_blocks(x: Tensor, basis: Basis) -> range:
+    if x.device.type != "cpu" or not isinstance(basis, BSplineBasis):
+        return range(0, x.shape[0], max(x.shape[0], 1))
+    rows = max(1, _BLOCK // (x.shape[1] * (basis.order + 1)))
+    return range(0, x.shape[0], rows)
+
+
+def _features(x: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
+    """``[N, P * (K + 1)]``: for each input its base activation, then its ``K`` basis values.
+
+    The result is a view of a buffer with one spare column at the end (see
+    :meth:`BSplineBasis.scatter_into`).
+    """
+    N, P = x.shape
+    S = basis.num_functions + 1
+    buf = x.new_zeros(N, P * S + 1)
+    if isinstance(basis, BSplineBasis):
+        blocks = _row_blocks(x, basis)
+        for i in blocks:
+            basis.scatter_into(buf[i : i + blocks.step], x[i : i + blocks.step], cols, S, 1)
+    else:
+        buf[:, :-1].view(N, P, S)[..., 1:] = basis.expand(x, cols)
+    # Written last: these columns also absorb the values of absent B-splines.
+    buf[:, 0 : P * S : S] = _ACTIVATIONS[act](x)
+    return buf[:, :-1]
+
+
+def _activation_grad(x: Tensor, grad: Tensor, act: str) -> Tensor:
+    if act == "silu":
+        s = torch.sigmoid(x)
+        return grad * s * (1 + x * (1 - s))
+    if act == "identity":
+        return grad.clone()
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        return torch.autograd.grad(_ACTIVATIONS[act](xr), xr, grad)[0]
+
+
+class _KANFunction(torch.autograd.Function):
+    """``y = [act(x) | B(x)] @ W^T`` saving only ``x`` and ``W``; the basis is rebuilt in backward.
+
+    ``weight`` is ``[out, P * (K + 1)]`` laid out input by input: the base weight of input ``p``
+    followed by its ``K`` spline coefficients. Keeping the expansion out of the autograd graph is
+    what keeps the memory at a layer's input size instead of ``K`` times it.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.basis, ctx.cols, ctx.act = basis, cols, act
+        return F.linear(_features(x, basis, cols, act), weight)
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, weight = ctx.saved_tensors
+        basis, cols, act = ctx.basis, ctx.cols, ctx.act
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[1]:
+            grad_w = grad_out.t().mm(_features(x, basis, cols, act))
+        if ctx.needs_input_grad[0]:
+            N, P = x.shape
+            S = basis.num_functions + 1
+            # The padded weight gives g a zero spare column, like the feature buffer.
+            g = grad_out.mm(F.pad(weight, (0, 1)))
+            grad_x = _activation_grad(x, g[:, 0 : P * S : S], act)
+            if isinstance(basis, BSplineBasis):
+                g[:, 0 : P * S : S] = 0  # the columns absent B-splines point at
+                blocks = _row_blocks(x, basis)
+                for i in blocks:
+                    j = slice(i, i + blocks.step)
+                    grad_x[j] += basis.gather_grad(x[j], g[j], cols, S, 1)
+            else:
+                grad_x += basis.expand_grad(x, g[:, :-1].view(N, P, S)[..., 1:], cols)
+        return grad_x, grad_w, None, None, None
+
+
+class KANLinear(nn.Module):
+    r"""A Kolmogorov-Arnold layer: a learnable univariate function on every input-output edge.
+
+    .. math::
+        y_q = \sum_{p} \Big( w^{b}_{q,p}\, \mathrm{act}(x_p)
+              + \sum_{k=1}^{K} c_{q,p,k}\, B_k(x_p) \Big)
+
+    With the default B-spline basis the :math:`K = G + k` functions are uniform B-splines of order
+    :math:`k` on a grid of :math:`G` intervals over ``grid_range``. They are evaluated in closed
+    form (only :math:`k+1` are non-zero at any point) inside a custom autograd function that saves
+    only the input and rebuilds the expansion in backward, so the memory is that of a linear layer's
+    input, not :math:`K` times it.
+
+    Outside the grid (beyond :math:`k` steps past ``grid_range``) every B-spline is zero: the spline
+    part fades out continuously and the base branch carries the signal, so the output is finite for
+    every finite input. Normalise inputs (or call :meth:`update_grid`) for the spline to be used.
+
+    Parameters
+    ----------
+    in_features, out_features:
+        Input and output widths.
+    basis:
+        ``"bspline"`` (default), ``"rbf"`` (Gaussian, FastKAN), ``"chebyshev"`` or ``"fourier"``.
+    grid_size:
+        Number of grid intervals :math:`G`.
+    spline_order:
+        B-spline order :math:`k \ge 1` (3 = cubic); B-spline basis only.
+    grid_range:
+        Interval covered by the grid at initialisation.
+    base_activation:
+        ``"silu"`` (default), ``"identity"``, ``"gelu"``, ``"tanh"`` or ``"relu"``.
+    spline_scale:
+        Share of the output variance given to the spline branch at initialisation.
+    **basis_kwargs:
+        Extra arguments for the basis class.
+
+    Shapes
+    ------
+    input ``(*, in_features)``, output ``(*, out_features)``.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        basis: str = "bspline",
+        grid_size: int = 5,
+        spline_order: int = 3,
+        grid_range: tuple[float, float] = (-1.0, 1.0),
+        base_activation: str = "silu",
+        spline_scale: float = 0.5,
+        **basis_kwargs,
+    ) -> None:
+        super().__init__()
+        if in_features < 1 or out_features < 1:
+            raise ValueError(
+                f"in_features and out_features must be >= 1, got {in_features}, {out_features}"
+            )
+        if base_activation not in _ACTIVATIONS:
+            raise ValueError(
+                f"unknown base_activation {base_activation!r}; valid: {', '.join(_ACTIVATIONS)}"
+            )
+        if not 0.0 <= spline_scale <= 1.0:
+            raise ValueError(f"spline_scale must be in [0, 1], got {spline_scale}")
+        if basis == "bspline":
+            basis_kwargs["spline_order"] = spline_order
+        self.in_features = in_features
+        self.out_features = out_features
+        self.base_activation = base_activation
+        self.spline_scale = spline_scale
+        self.basis = make_basis(basis, in_features, grid_size, grid_range, **basis_kwargs)
+        self.base_weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.spline_weight = nn.Parameter(
+            torch.empty(out_features, in_features, self.basis.num_functions)
+        )
+        self.reset_parameters()
+
+    @property
+    def num_functions(self) -> int:
+        """Number of basis functions per input."""
+        return self.basis.num_functions
+
+    def reset_parameters(self) -> None:
+        """Variance-preserving initialisation for standardised inputs.
+
+        The base branch gets ``1 - spline_scale`` of the output variance (for ``x ~ N(0, 1)``), the
+        spline branch the rest, spread evenly over the coefficients; deep stacks stay well-scaled.
+        """
+        second_moment = _SILU_SECOND_MOMENT if self.base_activation == "silu" else 1.0
+        base_std = math.sqrt((1.0 - self.spline_scale) / (self.in_features * second_moment))
+        nn.init.normal_(self.base_weight, std=base_std)
+        # Uniform B-splines sum to one, so sum_k c_k B_k has the variance of one coefficient.
+        spline_std = math.sqrt(self.spline_scale / self.in_features)
+        nn.init.normal_(self.spline_weight, std=spline_std)
+
+    def _weight(self, cols: slice = slice(None)) -> Tensor:
+        w = torch.cat([self.base_weight[:, cols].unsqueeze(-1), self.spline_weight[:, cols]], -1)
+        return w.flatten(1)
+
+    def _run(self, x: Tensor, cols: slice) -> Tensor:
+        shape = x.shape[:-1]
+        x2 = x.reshape(-1, x.shape[-1])
+        if x2.shape[0] == 0:
+            out = x2.new_zeros(0, self.out_features)
+        else:
+            out = _KANFunction.apply(x2, self._weight(cols), self.basis, cols, self.base_activation)
+        return out.view(*shape, self.out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the layer to ``x`` of shape ``(*, in_features)``."""
+        if x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"KANLinear expects {self.in_features} input features, got {x.shape[-1]}"
+            )
+        return self._run(x, slice(None))
+
+    def partial(self, x_part: Tensor, start: int) -> Tensor:
+        """Contribution of the inputs ``start : start + x_part.shape[-1]`` to the output.
+
+        A KAN layer is a sum over its inputs, so the outputs of :meth:`partial` over a partition of
+        the input columns add up to :meth:`forward` of the whole input. Message-passing layers use
+        this to evaluate the node parts of ``[h_i || h_j || e_ij]`` once per node.
+        """
+        stop = start + x_part.shape[-1]
+        if start < 0 or stop > self.in_features:
+            raise ValueError(
+                f"columns {start}:{stop} are outside the layer's {self.in_features} inputs"
+            )
+        return self._run(x_part, slice(start, stop))
+
+    def edge_functions(self, x: Tensor) -> Tensor:
+        r"""The learned univariate functions :math:`\phi_{q,p}(x)` on a 1-D grid ``x`` ``[P]``.
+
+        Returns ``[P, out_features, in_features]``: the value of edge ``p -> q`` at each point.
+        """
+        xs = x.reshape(-1, 1).expand(-1, self.in_features).to(self.base_weight)
+        with torch.no_grad():
+            feats = _features(xs, self.basis, slice(None), self.base_activation)
+            feats = feats.view(xs.shape[0], self.in_features, -1)
+            w = torch.cat([self.base_weight.unsqueeze(-1), self.spline_weight], -1)
+            return torch.einsum("npk,qpk->nqp", feats, w)
+
+    def regularization_loss(
+        self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0
+    ) -> Tensor:
+        """L1 plus entropy of the per-edge mean absolute spline coefficients.
+
+        Computed from the weights only, so it costs nothing per sample.
+        """
+        l1 = self.spline_weight.abs().mean(-1)
+        total = l1.sum()
+        p = l1 / total.clamp_min(torch.finfo(l1.dtype).tiny)
+        entropy = -torch.sum(p * torch.log(p.clamp_min(torch.finfo(p.dtype).tiny)))
+        return regularize_activation * total + regularize_entropy * entropy
+
+    @torch.no_grad()
+    def _refit(self, x: Tensor, new_lo: Tensor, new_hi: Tensor, new_basis: Basis) -> None:
+        """Least-squares refit of the spline coefficients of ``new_basis`` to the current spline."""
+        x = x.reshape(-1, self.in_features).to(self.spline_weight)
+        old = self.basis.expand(x)  # [N, P, K]
+        target = torch.einsum("npk,qpk->pnq", old, self.spline_weight)  # [P, N, out]
+        new_basis.set_grid(new_lo, new_hi)
+        A = new_basis.expand(x).permute(1, 0, 2)  # [P, N, K']
+        # Ridge-regularised normal equations: finite on rank-deficient data (e.g. a constant
+        # input), and the tiny ridge does not bias well-posed fits measurably.
+        ata = A.transpose(1, 2).bmm(A).double()
+        ridge = 1e-8 * ata.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
+        ata = ata + ridge[:, None, None] * torch.eye(ata.shape[-1], dtype=ata.dtype, device=x.device)
+        atb = A.transpose(1, 2).bmm(target).double()
+        coef = torch.linalg.solve(ata, atb)  # [P, K', out]
+        self.basis = new_basis.to(x)
+        self.spline_weight = nn.Parameter(coef.permute(2, 0, 1).to(self.spline_weight).contiguous())
+
+    @torch.no_grad()
+    def update_grid(self, x: Tensor, grid_eps: float = 0.5, percentile: float = 0.02) -> None:
+        """Fit each input's grid to the data ``x`` ``(*, in_features)`` and keep the function.
+
+        Each input's range becomes a blend ``grid_eps * [min, max] + (1 - grid_eps) * [q, 1 - q]``
+        of its data range and a percentile range (``q = percentile``), so outliers do not stretch
+        the grid. Grids stay uniform per input, which keeps the closed-form evaluation valid (a
+        departure from efficient-kan's non-uniform adaptive grid). The spline coefficients are then
+        refitted by least squares so the layer's output on ``x`` is kept.
+        """
+        x2 = x.reshape(-1, self.in_features).to(self.spline_weight)
+        if x2.shape[0] == 0:
+            raise ValueError("update_grid needs at least one sample")
+        qs = torch.tensor([percentile, 1.0 - percentile], dtype=x2.dtype, device=x2.device)
+        q = torch.quantile(x2, qs, dim=0)
+        lo = grid_eps * x2.min(0).values + (1 - grid_eps) * q[0]
+        hi = grid_eps * x2.max(0).values + (1 - grid_eps) * q[1]
+        # A constant input has no range; give it a small one around its value.
+        width = (hi - lo).clamp_min(1e-3)
+        mid = (hi + lo) / 2
+        new_basis = _copy_basis(self.basis, self.basis.grid_size)
+        self._refit(x2, mid - width / 2, mid + width / 2, new_basis)
+
+    @torch.no_grad()
+    def extend_grid(self, new_grid_size: int, num_samples: int = 512) -> None:
+        """Refine the grid to ``new_grid_size`` intervals over the same range, keeping the function.
+
+        The coefficients are refitted by least squares on points spread over the whole support; a
+        multiple of the old grid size reproduces the B-spline function exactly.
+        """
+        b = self.basis
+        ext = b.extension
+        u = torch.linspace(0, 1, num_samples, dtype=b.lo.dtype, device=b.lo.device)
+        span = b.h * (b.grid_size + 2 * ext)
+        x = (b.lo - ext * b.h) + u[:, None] * span
+        self._refit(x, b.lo.clone(), b.hi.clone(), _copy_basis(b, new_grid_size))
+
+
+def _copy_basis(basis: Basis, grid_size: int) -> Basis:
+    """A basis of the same kind and options with ``grid_size`` intervals."""
+    kwargs = {"spline_order": basis.order} if isinstance(basis, BSplineBasis) else {}
+    lo = basis.lo[0].item()
+    new = type(basis)(basis.in_features, grid_size=grid_size, grid_range=(lo, lo + 1.0), **kwargs)
+    return new.to(basis.lo)
+
+
+class KAN(nn.Module):
+    """A stack of :class:`KANLinear` layers, e.g. ``KAN([64, 128, 1])``.
+
+    Parameters
+    ----------
+    widths:
+        Layer widths, input first: ``len(widths) - 1`` layers.
+    **layer_kwargs:
+        Passed to every :class:`KANLinear` (basis, grid_size, spline_order, ...).
+    """
+
+    def __init__(self, widths: Sequence[int], **layer_kwargs) -> None:
+        super().__init__()
+        if len(widths) < 2:
+            raise ValueError(f"KAN needs at least two widths (input and output), got {widths!r}")
+        self.widths = list(widths)
+        self.layers = nn.ModuleList(
+            KANLinear(a, b, **layer_kwargs) for a, b in zip(widths[:-1], widths[1:], strict=False)
+        )
+
+    def reset_parameters(self) -> None:
+        for layer in self.layers:
+            layer.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def regularization_loss(
+        self, regularize_activation: float = 1.0, regularize_entropy: float = 1.0
+    ) -> Tensor:
+        """Sum of the layers' :meth:`KANLinear.regularization_loss`."""
+        return sum(
+            layer.regularization_loss(regularize_activation, regularize_entropy)
+            for layer in self.layers
+        )
+
+    @torch.no_grad()
+    def update_grid(self, x: Tensor, **kwargs) -> None:
+        """Update every layer's grid on the activations that ``x`` produces, first to last."""
+        for layer in self.layers:
+            layer.update_grid(x, **kwargs)
+            x = layer(x)
