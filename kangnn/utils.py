@@ -18,7 +18,7 @@ def match_width(
     lo: int = 1,
     hi: int = 8192,
 ) -> int:
-    """Width ``w`` in ``[lo, hi]`` whose model ``build(w)`` has the parameter count closest to ``target``.
+    """The width in ``[lo, hi]`` whose model ``build(width)`` has about ``target`` parameters.
 
     The parameter count must grow with the width (true for every MLP built from a width); a
     bisection then finds the crossing and the closer of its two neighbours is returned.

@@ -23,31 +23,34 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-# On CPU the B-spline expansion is built in row blocks of about this many (input, function) pairs,
-# so its index temporaries stay in cache instead of costing a multiple of the layer's memory.
-_BLOCK = 1 << 18
+# On CPU the layer runs in row blocks whose expansion is about this many values (2 MiB in float32):
+# the block stays in cache between being built and being multiplied, and the allocator reuses it
+# instead of mapping fresh pages for an N x P(K+1) matrix on every call.
+_BLOCK = 1 << 20
 
 
-def _row_blocks(x: Tensor, basis: Basis) -> range:
-    if x.device.type != "cpu" or not isinstance(basis, BSplineBasis):
-        return range(0, x.shape[0], max(x.shape[0], 1))
-    rows = max(1, _BLOCK // (x.shape[1] * (basis.order + 1)))
-    return range(0, x.shape[0], rows)
+def _row_blocks(x: Tensor, width: int) -> list[slice]:
+    n = x.shape[0]
+    rows = n if x.device.type != "cpu" else max(1, _BLOCK // max(width, 1))
+    return [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
 
 
-def _features(x: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
+def _features(
+    x: Tensor, basis: Basis, cols: slice, act: str, located=None, buf: Tensor | None = None
+) -> Tensor:
     """``[N, P * (K + 1)]``: for each input its base activation, then its ``K`` basis values.
 
     The result is a view of a buffer with one spare column at the end (see
-    :meth:`BSplineBasis.scatter_into`).
+    :meth:`BSplineBasis.layout`). ``located`` is :meth:`BSplineBasis.locate`'s result for ``x``;
+    ``buf`` is an ``[N', P * (K + 1) + 1]`` workspace (``N' >= N``) to reuse.
     """
     N, P = x.shape
     S = basis.num_functions + 1
-    buf = x.new_zeros(N, P * S + 1)
+    buf = x.new_zeros(N, P * S + 1) if buf is None else buf[:N].zero_()
     if isinstance(basis, BSplineBasis):
-        blocks = _row_blocks(x, basis)
-        for i in blocks:
-            basis.scatter_into(buf[i : i + blocks.step], x[i : i + blocks.step], cols, S, 1)
+        if located is None:
+            located = basis.locate(x, basis.layout(cols, S, 1))
+        basis.scatter_into(buf, *located)
     else:
         buf[:, :-1].view(N, P, S)[..., 1:] = basis.expand(x, cols)
     # Written last: these columns also absorb the values of absent B-splines.
@@ -78,30 +81,56 @@ class _KANFunction(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.basis, ctx.cols, ctx.act = basis, cols, act
-        return F.linear(_features(x, basis, cols, act), weight)
+        out = x.new_empty(x.shape[0], weight.shape[0])
+        wt = weight.t()
+        spline = isinstance(basis, BSplineBasis)
+        layout = basis.layout(cols, basis.num_functions + 1, 1) if spline else None
+        blocks = _row_blocks(x, weight.shape[1])
+        # One workspace for all blocks: no fresh pages per block.
+        buf = x.new_empty(blocks[0].stop if blocks else 0, weight.shape[1] + 1)
+        for b in blocks:
+            located = basis.locate(x[b], layout) if spline else None
+            torch.mm(_features(x[b], basis, cols, act, located, buf), wt, out=out[b])
+        return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, weight = ctx.saved_tensors
         basis, cols, act = ctx.basis, ctx.cols, ctx.act
-        grad_x = grad_w = None
-        if ctx.needs_input_grad[1]:
-            grad_w = grad_out.t().mm(_features(x, basis, cols, act))
-        if ctx.needs_input_grad[0]:
-            N, P = x.shape
-            S = basis.num_functions + 1
-            # The padded weight gives g a zero spare column, like the feature buffer.
-            g = grad_out.mm(F.pad(weight, (0, 1)))
-            grad_x = _activation_grad(x, g[:, 0 : P * S : S], act)
-            if isinstance(basis, BSplineBasis):
-                g[:, 0 : P * S : S] = 0  # the columns absent B-splines point at
-                blocks = _row_blocks(x, basis)
-                for i in blocks:
-                    j = slice(i, i + blocks.step)
-                    grad_x[j] += basis.gather_grad(x[j], g[j], cols, S, 1)
-            else:
-                grad_x += basis.expand_grad(x, g[:, :-1].view(N, P, S)[..., 1:], cols)
+        need_x, need_w = ctx.needs_input_grad[:2]
+        P = x.shape[1]
+        S = basis.num_functions + 1
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        # The padded weight gives g a zero spare column, like the feature buffer.
+        wpad = F.pad(weight, (0, 1)) if need_x else None
+        spline = isinstance(basis, BSplineBasis)
+        layout = basis.layout(cols, S, 1) if spline else None
+        blocks = _row_blocks(x, weight.shape[1])
+        buf = x.new_empty(blocks[0].stop if blocks else 0, weight.shape[1] + 1) if need_w else None
+        for b in blocks:
+            xb, gb = x[b], grad_out[b]
+            # Locate the B-splines once for both the features and their derivatives.
+            located = basis.locate(xb, layout) if spline else None
+            if need_w:
+                grad_w.addmm_(gb.t(), _features(xb, basis, cols, act, located, buf))
+            if need_x:
+                g = gb.mm(wpad)
+                gx = _activation_grad(xb, g[:, 0 : P * S : S], act)
+                if spline:
+                    g[:, 0 : P * S : S] = 0  # the columns absent B-splines point at
+                    gx += basis.gather_grad(g, *located, layout)
+                else:
+                    gx += basis.expand_grad(xb, g[:, :-1].view(-1, P, S)[..., 1:], cols)
+                grad_x[b] = gx
         return grad_x, grad_w, None, None, None
+
+
+@torch.compiler.disable
+def _kan_apply(x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
+    # Opaque to torch.compile: the function's data-dependent CPU fast path (a bounds check, an
+    # in-place scatter) does not trace, and it is already one fused step per row block.
+    return _KANFunction.apply(x, weight, basis, cols, act)
 
 
 class KANLinear(nn.Module):
@@ -206,10 +235,7 @@ class KANLinear(nn.Module):
     def _run(self, x: Tensor, cols: slice) -> Tensor:
         shape = x.shape[:-1]
         x2 = x.reshape(-1, x.shape[-1])
-        if x2.shape[0] == 0:
-            out = x2.new_zeros(0, self.out_features)
-        else:
-            out = _KANFunction.apply(x2, self._weight(cols), self.basis, cols, self.base_activation)
+        out = _kan_apply(x2, self._weight(cols), self.basis, cols, self.base_activation)
         return out.view(*shape, self.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -271,7 +297,8 @@ class KANLinear(nn.Module):
         # input), and the tiny ridge does not bias well-posed fits measurably.
         ata = A.transpose(1, 2).bmm(A).double()
         ridge = 1e-8 * ata.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
-        ata = ata + ridge[:, None, None] * torch.eye(ata.shape[-1], dtype=ata.dtype, device=x.device)
+        eye = torch.eye(ata.shape[-1], dtype=ata.dtype, device=x.device)
+        ata = ata + ridge[:, None, None] * eye
         atb = A.transpose(1, 2).bmm(target).double()
         coef = torch.linalg.solve(ata, atb)  # [P, K', out]
         self.basis = new_basis.to(x)
@@ -301,17 +328,18 @@ class KANLinear(nn.Module):
         self._refit(x2, mid - width / 2, mid + width / 2, new_basis)
 
     @torch.no_grad()
-    def extend_grid(self, new_grid_size: int, num_samples: int = 512) -> None:
+    def extend_grid(self, new_grid_size: int, num_samples: int = 1024) -> None:
         """Refine the grid to ``new_grid_size`` intervals over the same range, keeping the function.
 
-        The coefficients are refitted by least squares on points spread over the whole support; a
-        multiple of the old grid size reproduces the B-spline function exactly.
+        The coefficients are refitted by least squares on points spread over the grid range, where
+        a multiple of the old grid size holds the old spline exactly. (A finer grid reaches fewer
+        steps past the range, so there the function fades out sooner than before.)
         """
+        if new_grid_size < 1:
+            raise ValueError(f"new_grid_size must be >= 1, got {new_grid_size}")
         b = self.basis
-        ext = b.extension
         u = torch.linspace(0, 1, num_samples, dtype=b.lo.dtype, device=b.lo.device)
-        span = b.h * (b.grid_size + 2 * ext)
-        x = (b.lo - ext * b.h) + u[:, None] * span
+        x = b.lo + u[:, None] * (b.hi - b.lo)
         self._refit(x, b.lo.clone(), b.hi.clone(), _copy_basis(b, new_grid_size))
 
 
