@@ -1,0 +1,276 @@
+"""The ``kangnn`` command: train, compare, predict, plot, bench, datasets.
+
+Examples
+--------
+::
+
+    kangnn train experiments/esol.yaml model.function=mlp train.epochs=5 seed=3
+    kangnn train --resume runs/esol-gin-kan-s0-20250101-120000-ab12 train.epochs=200
+    kangnn compare experiments/esol.yaml --quick
+    kangnn compare experiments/bbbp.yaml --seeds 5 train.epochs=50
+    kangnn predict runs/esol-gin-kan-s0-... --input new.csv --output preds.csv
+    kangnn plot runs/esol-gin-kan-s0-...
+    kangnn bench model --conv gin
+    kangnn datasets
+
+A user mistake (missing file, bad config key or value, bad data, missing run directory, a
+checkpoint of a different model) prints ``kangnn: error: <one line>`` to stderr and exits with
+status 2, without a traceback and without leaving a half-written run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+BENCH_KINDS = ("layer", "conv", "model")
+
+
+def _err(msg: str) -> None:
+    print(f"kangnn: error: {' '.join(str(msg).split())}", file=sys.stderr)
+
+
+def _info(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kangnn",
+        description="KAN layers for PyG: molecular property experiments and fair KAN-vs-MLP "
+        "comparisons.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    t = sub.add_parser(
+        "train",
+        help="train one model; prints the run directory",
+        description="Train the model a config describes. OVERRIDES are dotlist "
+        "key=value pairs, e.g. model.function=mlp train.epochs=5 seed=3.",
+    )
+    t.add_argument("config", nargs="?", help="experiment YAML (e.g. experiments/esol.yaml)")
+    t.add_argument("overrides", nargs="*", metavar="OVERRIDES")
+    t.add_argument("--quick", action="store_true", help="apply the config's quick preset")
+    t.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its last.ckpt (CONFIG then counts as an override)",
+    )
+    # Used by `compare` for its child runs: where the run goes and the seed's split.
+    t.add_argument("--run-dir", help=argparse.SUPPRESS)
+    t.add_argument("--split", help=argparse.SUPPRESS)
+
+    c = sub.add_parser(
+        "compare",
+        help="KAN vs parameter-matched MLP over seeds",
+        description="Train the KAN model and its parameter-matched MLP baseline on "
+        "the same splits and seeds; write summary.csv, summary.md and curves.png "
+        "and print the table.",
+    )
+    c.add_argument("config")
+    c.add_argument("overrides", nargs="*", metavar="OVERRIDES")
+    c.add_argument("--seeds", type=int, help="number of seeds (default: compare.seeds)")
+    c.add_argument("--quick", action="store_true", help="apply the config's quick preset")
+    c.add_argument("--out", help="comparison directory (default: under output_dir)")
+
+    pr = sub.add_parser("predict", help="predict new molecules with a trained run")
+    pr.add_argument("run_dir", metavar="RUN_DIR")
+    pr.add_argument("--input", required=True, help="CSV with a SMILES column")
+    pr.add_argument("--output", required=True, help="CSV to write")
+    pr.add_argument("--smiles-column", help="SMILES column (default: the run's, else 'smiles')")
+    pr.add_argument("--batch-size", type=int, default=256)
+
+    pl = sub.add_parser("plot", help="plot the learned KAN functions of a run")
+    pl.add_argument("run_dir", metavar="RUN_DIR")
+    pl.add_argument("--output", help="PNG to write (default: RUN_DIR/kan_functions.png)")
+    pl.add_argument("--edges", type=int, default=4, help="functions shown per layer")
+
+    # Only listed here for --help: main() forwards `bench KIND ARGS` before parsing.
+    sub.add_parser("bench", help="benchmarks: kangnn bench {layer|conv|model} [options]")
+
+    sub.add_parser("datasets", help="list the built-in dataset names")
+    return p
+
+
+def _num(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from kangnn.config import load_config
+    from kangnn.train.run import train
+
+    if args.resume:
+        overrides = ([args.config] if args.config else []) + list(args.overrides)
+        if args.quick:
+            raise UsageError("--quick cannot be combined with --resume (give overrides instead)")
+        result = train(None, resume=args.resume, overrides=overrides, log=_info)  # type: ignore[arg-type]
+    else:
+        if not args.config:
+            raise UsageError("train needs a CONFIG file (or --resume RUN_DIR)")
+        cfg = load_config(args.config, args.overrides, quick=args.quick)
+        split = None
+        if args.split:
+            from kangnn.data import load_split
+
+            split = load_split(args.split)
+        result = train(cfg, run_dir=args.run_dir, split=split, log=_info)
+    if result is None:  # a DDP worker process
+        return 0
+    m = result.metrics
+    metric = m["metric"]
+    val, test = m["val"].get(metric), m["test"].get(metric)
+    _info(
+        f"{m['function'].upper()} {m['conv']}: {m['params']:,} parameters; best epoch "
+        f"{m['best_epoch']}/{m['epochs_run']}; val {metric} {_num(val)}, test {metric} {_num(test)}"
+    )
+    print(result.run_dir)
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from kangnn.config import load_config
+    from kangnn.train.compare import compare
+
+    cfg = load_config(args.config, args.overrides, quick=args.quick)
+    if args.seeds is not None and args.seeds < 1:
+        raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    result = compare(cfg, seeds=args.seeds, out_dir=args.out, log=_info)
+    print(result.table)
+    if result.test.get("p") is None:
+        print(f"Wilcoxon: {result.test['note']}")
+    ratio = result.rows[0].get("time_ratio_kan_mlp")
+    if ratio:
+        print(f"KAN / MLP time per epoch: {ratio:.2f}x")
+    print(result.out_dir)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from kangnn.train.predict import predict_csv
+
+    out = predict_csv(
+        args.run_dir,
+        args.input,
+        args.output,
+        smiles_column=args.smiles_column,
+        batch_size=args.batch_size,
+        log=_info,
+    )
+    print(out)
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from kangnn.reports import plot_kan_functions
+    from kangnn.train.run import load_run
+
+    if args.edges < 1:
+        raise UsageError(f"--edges must be >= 1, got {args.edges}")
+    cfg, module, _ = load_run(args.run_dir)
+    if cfg.model.function != "kan":
+        raise UsageError(f"{args.run_dir} is an MLP run: there are no KAN functions to plot")
+    out = Path(args.output) if args.output else Path(args.run_dir) / "kan_functions.png"
+    name = cfg.name or cfg.dataset.name or "run"
+    plot_kan_functions(
+        module.model,
+        out,
+        edges_per_layer=args.edges,
+        title=f"{name} {cfg.model.conv}: learned KAN functions φ(x) (shaded: grid range)",
+    )
+    print(out)
+    return 0
+
+
+def _bench(argv: list[str]) -> int:
+    import importlib
+
+    if not argv or argv[0] not in BENCH_KINDS:
+        _err(f"bench needs a KIND: kangnn bench {{{'|'.join(BENCH_KINDS)}}} [options]")
+        return 2
+    importlib.import_module(f"kangnn.bench.{argv[0]}").main(argv[1:])
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from kangnn.data import list_datasets
+
+    for name in list_datasets():
+        print(name)
+    return 0
+
+
+COMMANDS = {
+    "train": _train,
+    "compare": _compare,
+    "predict": _predict,
+    "plot": _plot,
+    "datasets": _datasets,
+}
+
+
+class UsageError(ValueError):
+    """A bad command-line argument (one line)."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from kangnn.config import ConfigError
+    from kangnn.data import DataError
+    from kangnn.models import ParameterMatchError
+    from kangnn.train.compare import RunFailedError
+    from kangnn.train.rundir import CheckpointError, RunDirError
+
+    return (
+        ConfigError,
+        DataError,
+        RunDirError,
+        CheckpointError,
+        ParameterMatchError,
+        RunFailedError,
+        UsageError,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``kangnn`` command line; returns the exit status (2 for a user mistake).
+
+    Set ``KANGNN_DEBUG=1`` to see the traceback of an error instead of its one-line message.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":  # forward everything after KIND untouched
+        return _bench(argv[1:])
+    parser = _parser()
+    # Overrides may come after options (`compare cfg.yaml --seeds 3 train.epochs=5`), which
+    # argparse leaves over as unknown: take those back as overrides, reject real unknown options.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        bad = [e for e in extra if e.startswith("-") or not hasattr(args, "overrides")]
+        if bad:
+            parser.error(f"unrecognized arguments: {' '.join(bad)}")
+        args.overrides = list(args.overrides) + extra
+    user_errors = _user_errors()
+    try:
+        return COMMANDS[args.command](args)
+    except user_errors as err:
+        if os.environ.get("KANGNN_DEBUG"):
+            raise
+        _err(str(err))
+        return 2
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        if os.environ.get("KANGNN_DEBUG"):
+            raise
+        _err(f"{err.strerror}: {err.filename}")
+        return 2
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""Experiment configuration: a structured OmegaConf schema, YAML loading and dotlist overrides.
+
+A config is the YAML file of an experiment (``experiments/esol.yaml``) merged onto the schema
+below, then the command-line overrides (``train.epochs=5 seed=3``) merged on top. Because the
+schema is structured, an unknown key or a value of the wrong type fails; every such failure is a
+:class:`ConfigError` with a one-line message naming the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+__all__ = [
+    "CONVS",
+    "ConfigError",
+    "CompareConfig",
+    "DatasetConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "default_config",
+    "load_config",
+    "primary_metric",
+    "save_config",
+    "validate_config",
+]
+
+CONVS = ("gin", "gine", "mpnn", "gated")
+FUNCTIONS = ("kan", "mlp")
+READOUTS = ("sum", "mean", "max")
+NORMS = ("batch", "layer", "none")
+SPLITS = ("scaffold", "balanced_scaffold", "random", "column")
+TASKS = ("regression", "classification")
+
+
+class ConfigError(ValueError):
+    """A bad configuration: unknown key, wrong type, bad value or unreadable file (one line)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))
+
+
+@dataclass
+class DatasetConfig:
+    """Which molecules, which targets and how they are split."""
+
+    name: str | None = None  # a built-in MoleculeNet name (see `kangnn datasets`)
+    root: str | None = None  # data root; null = $KANGNN_DATA or the repository's data/
+    path: str | None = None  # a CSV of your own instead of a built-in dataset
+    smiles_column: str | None = None
+    target_columns: list[str] | None = None
+    task: str | None = None  # regression | classification; null = the dataset's own
+    skip_invalid: bool = False  # drop SMILES RDKit cannot parse instead of failing
+    features: str = "ogb"
+    split: str = "scaffold"  # scaffold | balanced_scaffold | random | column | path/splits.json
+    split_sizes: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    split_seed: int | None = None  # null = the run's seed (matters for random/balanced splits)
+    split_column: str | None = None  # for split=column: a column holding train/val/test
+
+
+@dataclass
+class ModelConfig:
+    """The molecule GNN; the same architecture serves the KAN model and its MLP baseline."""
+
+    conv: str = "gin"  # gin | gine | mpnn | gated
+    function: str = "kan"  # kan | mlp: the learnable functions inside message, update and head
+    hidden_channels: int = 64  # node embedding width
+    num_layers: int = 3  # message-passing layers
+    readout: str = "sum"  # sum | mean | max
+    dropout: float = 0.0
+    norm: str = "batch"  # batch | layer | none
+    aggr: str = "sum"  # neighbourhood aggregation of the mpnn conv
+    # KAN functions
+    grid_size: int = 5
+    spline_order: int = 3
+    basis: str = "bspline"
+    function_hidden_channels: int | None = (
+        None  # hidden width inside each KAN function; null = hidden_channels
+    )
+    function_layers: int = 2  # layers in each message/update/head function
+    grid_init: str = "data"  # data: fit KAN grids to a training batch before training | fixed
+    # MLP baseline
+    mlp_hidden_channels: int | None = (
+        None  # hidden width inside each MLP function; null = match params
+    )
+    match_tolerance: float = 0.05  # max relative parameter difference MLP vs KAN
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, stopping and hardware."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 20  # early stopping on the validation metric; 0 = off
+    kan_reg_weight: float = 0.0  # weight of KAN's spline regularisation loss
+    grad_clip: float | None = None
+    accelerator: str = "cpu"  # cpu | gpu | auto
+    devices: Any = 1  # Lightning's devices: 1, 2, "auto", [0, 1]
+    strategy: str = "auto"  # Lightning's strategy: auto | ddp | ddp_spawn
+    num_workers: int = 0
+    threads: int | None = None  # intra-op CPU threads (torch.set_num_threads); null = default
+    deterministic: bool = True
+    progress_bar: bool = True
+    resume: bool = False  # continue the latest run of this experiment from its last.ckpt
+
+
+@dataclass
+class CompareConfig:
+    """The KAN-vs-MLP comparison."""
+
+    seeds: int = 3  # seeds seed, seed+1, ..., seed+seeds-1
+    isolate: bool = True  # each training run in its own process (clean time and memory figures)
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment: data, model, training, comparison."""
+
+    name: str | None = None  # used in run directory names; null = the dataset name
+    seed: int = 0
+    output_dir: str = "runs"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+    quick: list[str] = field(default_factory=list)  # overrides applied by --quick
+
+
+def default_config() -> DictConfig:
+    """The schema with its defaults, as a structured (type-checked) ``DictConfig``."""
+    return OmegaConf.structured(ExperimentConfig)
+
+
+def _describe(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "full_key", None)
+    msg = str(getattr(err, "msg", None) or err).splitlines()[0].strip()
+    name = type(err).__name__
+    if name == "ConfigKeyError" or "not in" in msg:
+        return f"unknown config key '{key}'" if key else f"unknown config key ({msg})"
+    if key:
+        return f"bad value for config key '{key}': {msg}"
+    return f"bad config: {msg}"
+
+
+def _merge(base: DictConfig, other: Any, source: str) -> DictConfig:
+    try:
+        merged = OmegaConf.merge(base, other)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{source}: {_describe(err)}") from None
+    assert isinstance(merged, DictConfig)
+    return merged
+
+
+def apply_overrides(
+    cfg: DictConfig, overrides: Sequence[str], source: str = "override"
+) -> DictConfig:
+    """Merge dotlist overrides (``["train.epochs=5", "seed=3"]``) onto ``cfg``.
+
+    Raises
+    ------
+    ConfigError
+        An override that is not ``key=value``, names an unknown key or has a wrong type.
+    """
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"{source} '{item}' must look like key=value (e.g. train.epochs=5)")
+    try:
+        dot = OmegaConf.from_dotlist(list(overrides))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{source}: {_describe(err)}") from None
+    return _merge(cfg, dot, source)
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: Sequence[str] = (),
+    quick: bool = False,
+) -> DictConfig:
+    """Load an experiment config: schema defaults ← YAML file ← (quick preset) ← overrides.
+
+    Parameters
+    ----------
+    path:
+        The YAML file, or ``None`` for the defaults alone.
+    overrides:
+        Dotlist overrides, applied last.
+    quick:
+        Apply the config's ``quick`` list of overrides (the fast preset) before ``overrides``.
+
+    Returns
+    -------
+    DictConfig
+        A structured config, validated with :func:`validate_config`.
+    """
+    cfg = default_config()
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            loaded = OmegaConf.load(p)
+        except Exception as err:  # yaml.YAMLError and friends: report the first line only
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ConfigError(f"{p}: cannot read YAML: {first}") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{p}: a config must be a mapping of keys to values")
+        cfg = _merge(cfg, loaded, str(p))
+    if quick:
+        if not cfg.quick:
+            raise ConfigError(f"{path}: --quick given but the config has no 'quick' overrides")
+        cfg = apply_overrides(cfg, list(cfg.quick), source="quick preset")
+    cfg = apply_overrides(cfg, overrides)
+    validate_config(cfg)
+    return cfg
+
+
+def _choice(value: Any, key: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ConfigError(
+            f"bad value for config key '{key}': {value!r} is not one of {', '.join(choices)}"
+        )
+
+
+def _positive(value: Any, key: str, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"bad value for config key '{key}': {value!r} must be {bound}")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check the values the schema's types cannot (choices, ranges, required combinations).
+
+    Raises
+    ------
+    ConfigError
+        Naming the offending key.
+    """
+    d, m, t = cfg.dataset, cfg.model, cfg.train
+    if d.name is None and d.path is None:
+        raise ConfigError("config needs dataset.name (a built-in dataset) or dataset.path (a CSV)")
+    if not str(d.split).endswith(".json"):  # a method, or a saved splits.json to reuse
+        _choice(d.split, "dataset.split", SPLITS)
+    if d.task is not None:
+        _choice(d.task, "dataset.task", TASKS)
+    if d.split == "column" and not d.split_column:
+        raise ConfigError("dataset.split=column needs dataset.split_column")
+    sizes = list(d.split_sizes)
+    if len(sizes) != 3 or any(s < 0 for s in sizes) or abs(sum(sizes) - 1.0) > 1e-6:
+        raise ConfigError(
+            f"bad value for config key 'dataset.split_sizes': {sizes} must be 3 fractions "
+            "summing to 1"
+        )
+    _choice(m.conv, "model.conv", CONVS)
+    _choice(m.function, "model.function", FUNCTIONS)
+    _choice(m.readout, "model.readout", READOUTS)
+    _choice(m.norm, "model.norm", NORMS)
+    _choice(m.grid_init, "model.grid_init", ("data", "fixed"))
+    for key in ("hidden_channels", "num_layers", "grid_size", "function_layers"):
+        _positive(m[key], f"model.{key}")
+    _positive(m.spline_order, "model.spline_order", allow_zero=True)
+    _positive(m.function_hidden_channels, "model.function_hidden_channels")
+    _positive(m.mlp_hidden_channels, "model.mlp_hidden_channels")
+    if not 0.0 <= m.dropout < 1.0:
+        raise ConfigError(
+            f"bad value for config key 'model.dropout': {m.dropout} must be in [0, 1)"
+        )
+    if not 0.0 < m.match_tolerance < 1.0:
+        raise ConfigError(
+            f"bad value for config key 'model.match_tolerance': {m.match_tolerance} must be "
+            "in (0, 1)"
+        )
+    for key in ("epochs", "batch_size"):
+        _positive(t[key], f"train.{key}")
+    _positive(t.lr, "train.lr")
+    _positive(t.threads, "train.threads")
+    for key in ("weight_decay", "patience", "kan_reg_weight", "num_workers"):
+        _positive(t[key], f"train.{key}", allow_zero=True)
+    _positive(t.grad_clip, "train.grad_clip")
+    _choice(t.accelerator, "train.accelerator", ("cpu", "gpu", "cuda", "auto", "mps"))
+    _positive(cfg.compare.seeds, "compare.seeds")
+    if isinstance(t.devices, (DictConfig,)):
+        raise ConfigError("bad value for config key 'train.devices': expected int, str or list")
+    if isinstance(t.devices, ListConfig) and not all(isinstance(v, int) for v in t.devices):
+        raise ConfigError("bad value for config key 'train.devices': a list must hold device ids")
+
+
+def primary_metric(task: str) -> tuple[str, str]:
+    """The model-selection metric of a task and its direction.
+
+    ``("rmse", "min")`` for regression, ``("roc_auc", "max")`` for classification.
+    """
+    return ("rmse", "min") if task == "regression" else ("roc_auc", "max")
+
+
+def save_config(cfg: DictConfig, path: str | Path) -> None:
+    """Write the fully resolved config as YAML."""
+    Path(path).write_text(OmegaConf.to_yaml(cfg, resolve=True))

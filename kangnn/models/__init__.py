@@ -1,0 +1,22 @@
+"""Molecule models: :class:`MoleculeGNN` and the parameter matching of its MLP baseline."""
+
+from kangnn.models.gnn import CONV_REGISTRY, READOUTS, FeatureEncoder, MoleculeGNN
+from kangnn.models.matching import (
+    ParameterMatchError,
+    ParamMatch,
+    build_model,
+    match_mlp,
+    model_kwargs,
+)
+
+__all__ = [
+    "CONV_REGISTRY",
+    "READOUTS",
+    "FeatureEncoder",
+    "MoleculeGNN",
+    "ParamMatch",
+    "ParameterMatchError",
+    "build_model",
+    "match_mlp",
+    "model_kwargs",
+]

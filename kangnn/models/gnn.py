@@ -1,0 +1,327 @@
+"""The molecule GNN shared by every KAN model and its MLP baseline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
+
+from kangnn.nn import KANGatedConv, KANGINConv, KANGINEConv, KANMPNNConv, build_function
+from kangnn.nn.functions import regularization_loss
+
+__all__ = ["CONV_REGISTRY", "READOUTS", "FeatureEncoder", "MoleculeGNN"]
+
+#: The message-passing layers a :class:`MoleculeGNN` can stack, by name.
+CONV_REGISTRY: dict[str, type[nn.Module]] = {
+    "gin": KANGINConv,
+    "gine": KANGINEConv,
+    "mpnn": KANMPNNConv,
+    "gated": KANGatedConv,
+}
+#: Convs that use bond features.
+EDGE_CONVS = frozenset({"gine", "mpnn", "gated"})
+READOUTS = {"sum": global_add_pool, "mean": global_mean_pool, "max": global_max_pool}
+#: Options that only a KAN function takes.
+KAN_OPTIONS = ("grid_size", "spline_order", "basis")
+
+
+class FeatureEncoder(nn.Module):
+    """Embed each categorical feature column and sum the embeddings (OGB's AtomEncoder).
+
+    Parameters
+    ----------
+    feature_dims:
+        Cardinality of each column of the long feature matrix.
+    out_channels:
+        Embedding width.
+    """
+
+    def __init__(self, feature_dims: Sequence[int], out_channels: int) -> None:
+        super().__init__()
+        self.feature_dims = list(feature_dims)
+        self.embeddings = nn.ModuleList(nn.Embedding(d, out_channels) for d in self.feature_dims)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for emb in self.embeddings:
+            nn.init.xavier_uniform_(emb.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` long ``[N, len(feature_dims)]`` → ``[N, out_channels]``."""
+        if x.dim() != 2 or x.size(1) != len(self.embeddings):
+            raise ValueError(
+                f"expected a long feature matrix with {len(self.embeddings)} columns, "
+                f"got shape {tuple(x.shape)}"
+            )
+        out = self.embeddings[0](x[:, 0])
+        for i in range(1, len(self.embeddings)):
+            out = out + self.embeddings[i](x[:, i])
+        return out
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm1d(channels)
+    if kind == "layer":
+        return nn.LayerNorm(channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; valid: batch, layer, none")
+
+
+class MoleculeGNN(nn.Module):
+    r"""Atom/bond encoders → L residual message-passing layers → readout → head.
+
+    Each layer is pre-normalised, ``h ← h + dropout(conv(norm(h)))``, so every KAN function sees
+    standardised inputs (B-spline grids cover ``[-1, 1]``); the pooled graph embedding is
+    normalised again before the head. ``function`` (``"kan"`` or ``"mlp"``) sets the learnable
+    functions of every conv (message and update) and of the head alike, so a KAN model and its
+    MLP baseline differ in those functions only.
+
+    Parameters
+    ----------
+    atom_feature_dims, bond_feature_dims:
+        Categorical cardinalities of the atom and bond feature columns
+        (:func:`kangnn.data.feature_dims`).
+    num_tasks:
+        Number of outputs.
+    conv:
+        ``"gin"``, ``"gine"``, ``"mpnn"`` or ``"gated"`` (see :data:`CONV_REGISTRY`).
+    function:
+        ``"kan"`` or ``"mlp"``.
+    hidden_channels:
+        Node (and bond) embedding width, kept by every layer.
+    num_layers:
+        Number of message-passing layers.
+    readout:
+        ``"sum"``, ``"mean"`` or ``"max"`` pooling of the node embeddings.
+    dropout:
+        Dropout on each layer's residual branch and before the head.
+    norm:
+        ``"batch"``, ``"layer"`` or ``"none"``.
+    function_hidden_channels:
+        Hidden width inside each message/update/head function (default ``hidden_channels``).
+        This is the width parameter matching changes for the MLP baseline.
+    function_layers:
+        Number of layers of each function (>= 2 for parameter matching to have a width to set).
+    aggr:
+        Neighbourhood aggregation of the convs.
+    **kan_options:
+        KAN options (``grid_size``, ``spline_order``, ``basis``); ignored for ``"mlp"``.
+
+    Examples
+    --------
+    >>> from kangnn.data import feature_dims
+    >>> atom_dims, bond_dims = feature_dims("ogb")
+    >>> model = MoleculeGNN(atom_dims, bond_dims, num_tasks=1, conv="gine", function="kan")
+    >>> out = model(batch)  # [num_graphs, 1]
+    """
+
+    def __init__(
+        self,
+        atom_feature_dims: Sequence[int],
+        bond_feature_dims: Sequence[int],
+        num_tasks: int,
+        conv: str = "gin",
+        function: str = "kan",
+        hidden_channels: int = 64,
+        num_layers: int = 3,
+        readout: str = "sum",
+        dropout: float = 0.0,
+        norm: str = "batch",
+        function_hidden_channels: int | None = None,
+        function_layers: int = 2,
+        aggr: str = "sum",
+        **kan_options: Any,
+    ) -> None:
+        super().__init__()
+        if conv not in CONV_REGISTRY:
+            raise ValueError(f"unknown conv {conv!r}; valid: {', '.join(CONV_REGISTRY)}")
+        if readout not in READOUTS:
+            raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
+        if function not in ("kan", "mlp"):
+            raise ValueError(f"unknown function {function!r}; valid: kan, mlp")
+        unknown = sorted(set(kan_options) - set(KAN_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"unknown option(s) {', '.join(unknown)}; valid: {', '.join(KAN_OPTIONS)}"
+            )
+        self.conv_name = conv
+        self.function = function
+        self.hidden_channels = hidden_channels
+        self.function_hidden_channels = function_hidden_channels or hidden_channels
+        self.num_tasks = num_tasks
+        self.readout = readout
+        self.dropout = dropout
+        fkw: dict[str, Any] = dict(kan_options) if function == "kan" else {}
+        width = self.function_hidden_channels
+
+        self.atom_encoder = FeatureEncoder(atom_feature_dims, hidden_channels)
+        uses_edges = conv in EDGE_CONVS
+        self.bond_encoder = (
+            FeatureEncoder(bond_feature_dims, hidden_channels) if uses_edges else None
+        )
+        self.norms = nn.ModuleList(_norm(norm, hidden_channels) for _ in range(num_layers))
+        self.convs = nn.ModuleList(
+            self._make_conv(conv, function, hidden_channels, width, function_layers, aggr, fkw)
+            for _ in range(num_layers)
+        )
+        self.out_norm = _norm(norm, hidden_channels)
+        self.graph_norm = _norm(norm, hidden_channels)
+        self.head = build_function(
+            function,
+            hidden_channels,
+            num_tasks,
+            hidden_channels=width,
+            num_layers=function_layers,
+            **fkw,
+        )
+
+    @staticmethod
+    def _make_conv(
+        conv: str, function: str, h: int, width: int, layers: int, aggr: str, fkw: dict[str, Any]
+    ) -> nn.Module:
+        cls = CONV_REGISTRY[conv]
+        if conv == "gin":
+            return cls(
+                h, h, function=function, hidden_channels=width, num_layers=layers, aggr=aggr, **fkw
+            )
+        if conv == "gine":
+            return cls(
+                h,
+                h,
+                edge_dim=h,
+                function=function,
+                hidden_channels=width,
+                num_layers=layers,
+                aggr=aggr,
+                **fkw,
+            )
+        if conv == "mpnn":
+            # Messages keep the node width so that only the functions' hidden widths differ
+            # between a KAN model and its baseline.
+            return cls(
+                h,
+                h,
+                edge_dim=h,
+                function=function,
+                hidden_channels=width,
+                message_channels=h,
+                message_layers=layers,
+                update_layers=layers,
+                aggr=aggr,
+                **fkw,
+            )
+        return cls(
+            h,
+            h,
+            edge_dim=h,
+            function=function,
+            hidden_channels=width,
+            num_layers=layers,
+            aggr=aggr,
+            **fkw,
+        )
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+
+    def node_embeddings(self, data: Any) -> Tensor:
+        """Node embeddings after the last layer, ``[num_nodes, hidden_channels]``."""
+        x = self.atom_encoder(data.x)
+        edge_attr = None
+        if self.bond_encoder is not None:
+            edge_attr = self.bond_encoder(data.edge_attr)
+        for norm, conv in zip(self.norms, self.convs, strict=True):
+            h = conv(norm(x), data.edge_index, edge_attr)
+            x = x + nn.functional.dropout(h, self.dropout, self.training)
+        return self.out_norm(x)
+
+    def forward(self, data: Any) -> Tensor:
+        """Predictions ``[num_graphs, num_tasks]`` (logits for classification) for a ``Batch``."""
+        x = self.node_embeddings(data)
+        batch = getattr(data, "batch", None)
+        if batch is None:
+            batch = torch.zeros(x.size(0), dtype=torch.long, device=x.device)
+        num_graphs = getattr(data, "num_graphs", None)
+        if num_graphs is None:
+            num_graphs = int(batch.max()) + 1 if batch.numel() else 1
+        g = READOUTS[self.readout](x, batch, size=num_graphs)
+        g = self.graph_norm(g)
+        g = nn.functional.dropout(g, self.dropout, self.training)
+        return self.head(g)
+
+    @torch.no_grad()
+    def init_grids(self, data: Any, percentile: float = 0.01) -> int:
+        """Set the grid of every KAN layer to cover the inputs it sees on ``data``.
+
+        A data-dependent initialisation: sum aggregation (GIN, GINE) hands the update function
+        inputs with a spread of about 2, so on the default ``[-1, 1]`` grid most of them would
+        fall where the splines fade out. Each :class:`~kangnn.kan.KANLinear` records its input
+        during one forward pass (train mode, so batch norm uses the batch statistics; running
+        statistics are restored afterwards); its grid is then set, per input, to the
+        ``[percentile, 1 - percentile]`` quantile range widened to contain ``[-1, 1]``. The
+        coefficients stay as initialised (a random spline is as random on any range), so the
+        parameters are the same objects and the count is unchanged. Layers evaluated only
+        through ``partial`` (the first layer of decomposed messages, whose inputs are the
+        normalised node and bond embeddings) keep their grid.
+
+        Returns
+        -------
+        int
+            The number of KAN layers updated (0 for an MLP model).
+        """
+        from kangnn.kan import KANLinear
+
+        layers = [m for m in self.modules() if isinstance(m, KANLinear)]
+        if not layers:
+            return 0
+        buffers = {k: v.clone() for k, v in self.named_buffers()}
+        was_training = self.training
+
+        def inputs() -> dict[int, Tensor]:
+            # One forward pass recording each layer's input, in the order the layers run.
+            seen: dict[int, list[Tensor]] = {}
+
+            def record(mod: nn.Module, args: tuple, out: Tensor) -> None:
+                seen.setdefault(id(mod), []).append(args[0].detach())
+
+            hooks = [m.register_forward_hook(record) for m in layers]
+            try:
+                self(data)
+            finally:
+                for h in hooks:
+                    h.remove()
+            return {k: torch.cat([x.reshape(-1, x.shape[-1]) for x in v]) for k, v in seen.items()}
+
+        updated = 0
+        try:
+            self.train()
+            order = list(inputs())
+            by_id = {id(m): m for m in layers}
+            # Layer by layer, in forward order: a new grid changes the layer's output and so
+            # the inputs of the layers after it.
+            for key in order:
+                x = inputs()[key].float()
+                q = torch.quantile(x, torch.tensor([percentile, 1.0 - percentile]), dim=0)
+                lo = torch.minimum(q[0], torch.full_like(q[0], -1.0))
+                hi = torch.maximum(q[1], torch.full_like(q[1], 1.0))
+                m = by_id[key]
+                m.basis.set_grid(lo.to(m.basis.lo), hi.to(m.basis.lo))
+                updated += 1
+        finally:
+            self.train(was_training)
+            own = dict(self.named_buffers())
+            for k, v in buffers.items():  # batch-norm statistics as they were
+                if k in own and own[k].shape == v.shape and not k.endswith((".lo", ".h")):
+                    own[k].copy_(v)
+        return updated
+
+    def regularization_loss(self) -> Tensor:
+        """Sum of the KAN regularisers of every KAN function (zero for an MLP model)."""
+        return regularization_loss(self)

@@ -1,0 +1,40 @@
+"""KAN message and update functions inside PyG ``MessagePassing`` layers."""
+
+from kangnn.nn.aggr import (
+    HAS_TORCH_SCATTER,
+    get_scatter_backend,
+    scatter,
+    scatter_backend,
+    set_scatter_backend,
+)
+from kangnn.nn.base import KANMessagePassing, check_inputs, set_range_checks
+from kangnn.nn.functions import (
+    FUNCTIONS,
+    KANFunction,
+    MLPFunction,
+    build_function,
+    regularization_loss,
+)
+from kangnn.nn.gated import KANGatedConv
+from kangnn.nn.gin import KANGINConv, KANGINEConv
+from kangnn.nn.mpnn import KANMPNNConv
+
+__all__ = [
+    "FUNCTIONS",
+    "HAS_TORCH_SCATTER",
+    "KANFunction",
+    "KANGINConv",
+    "KANGINEConv",
+    "KANGatedConv",
+    "KANMPNNConv",
+    "KANMessagePassing",
+    "MLPFunction",
+    "build_function",
+    "check_inputs",
+    "get_scatter_backend",
+    "regularization_loss",
+    "scatter",
+    "scatter_backend",
+    "set_range_checks",
+    "set_scatter_backend",
+]

@@ -1,0 +1,190 @@
+"""The learnable functions inside the message-passing layers: a KAN stack or an MLP.
+
+Both kinds share one interface, so a layer uses them identically and a KAN-vs-MLP comparison
+changes one thing only:
+
+* ``forward(x)``: the whole function;
+* ``partial(x_part, start, bias=False)``: the first layer's contribution of the input columns
+  ``start : start + x_part.shape[-1]`` (a KAN layer and a linear layer are both additive over
+  their inputs); ``bias=True`` adds the first layer's bias, which must be added exactly once;
+* ``rest(y)``: everything after the first layer's output ``y``;
+
+so that ``f(cat([a, b], -1)) == f.rest(f.partial(a, 0, bias=True) + f.partial(b, a.shape[-1]))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch_geometric.nn.resolver import activation_resolver
+
+from kangnn.kan import KAN
+
+FUNCTIONS = ("kan", "mlp")
+
+#: Keyword arguments that only a KAN understands.
+KAN_ONLY_KWARGS = frozenset(
+    {"basis", "grid_size", "spline_order", "grid_range", "base_activation", "spline_scale"}
+)
+
+
+class KANFunction(KAN):
+    """A :class:`~kangnn.kan.KAN` stack with the decomposition interface.
+
+    Parameters
+    ----------
+    widths:
+        Layer widths, input first.
+    **kan_kwargs:
+        Passed to every :class:`~kangnn.kan.KANLinear` (``basis``, ``grid_size``, ...).
+    """
+
+    def __init__(self, widths: Sequence[int], **kan_kwargs) -> None:
+        super().__init__(widths, **kan_kwargs)
+        self.in_channels = self.widths[0]
+        self.out_channels = self.widths[-1]
+
+    def partial(self, x_part: Tensor, start: int, bias: bool = False) -> Tensor:
+        """First layer's contribution of input columns ``start : start + x_part.shape[-1]``.
+
+        A KAN layer has no bias, so ``bias`` changes nothing.
+        """
+        return self.layers[0].partial(x_part, start)
+
+    def rest(self, y: Tensor) -> Tensor:
+        """The layers after the first, applied to the first layer's output ``y``."""
+        for layer in self.layers[1:]:
+            y = layer(y)
+        return y
+
+
+class MLPFunction(nn.Module):
+    """``Linear -> act -> ... -> Linear`` with the decomposition interface.
+
+    Parameters
+    ----------
+    widths:
+        Layer widths, input first.
+    act:
+        Activation between the linear layers (default ``"silu"``, the KAN's base activation).
+    bias:
+        Whether the linear layers have a bias.
+    """
+
+    def __init__(self, widths: Sequence[int], act: str | nn.Module = "silu", bias: bool = True):
+        super().__init__()
+        if len(widths) < 2:
+            raise ValueError(f"an MLP needs at least two widths (input and output), got {widths!r}")
+        self.widths = list(widths)
+        self.in_channels = self.widths[0]
+        self.out_channels = self.widths[-1]
+        self.act = activation_resolver(act) if isinstance(act, str) else act
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b, bias=bias)
+            for a, b in zip(self.widths[:-1], self.widths[1:], strict=True)
+        )
+
+    def reset_parameters(self) -> None:
+        for layer in self.layers:
+            layer.reset_parameters()
+
+    def partial(self, x_part: Tensor, start: int, bias: bool = False) -> Tensor:
+        """First layer's contribution of input columns ``start : start + x_part.shape[-1]``."""
+        first = self.layers[0]
+        stop = start + x_part.shape[-1]
+        if start < 0 or stop > first.in_features:
+            raise ValueError(
+                f"columns {start}:{stop} are outside the layer's {first.in_features} inputs"
+            )
+        b = first.bias if bias else None
+        return F.linear(x_part, first.weight[:, start:stop], b)
+
+    def rest(self, y: Tensor) -> Tensor:
+        """The layers after the first (each preceded by the activation) applied to ``y``."""
+        for layer in self.layers[1:]:
+            y = layer(self.act(y))
+        return y
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_channels:
+            raise ValueError(f"MLP expects {self.in_channels} input features, got {x.shape[-1]}")
+        return self.rest(self.layers[0](x))
+
+    def regularization_loss(self, *args, **kwargs) -> Tensor:
+        """Zero: an MLP has no KAN regulariser (kept so models can call it on either kind)."""
+        return self.layers[0].weight.new_zeros(())
+
+    def update_grid(self, x: Tensor, **kwargs) -> None:
+        """No-op: an MLP has no grid (kept so models can call it on either kind)."""
+
+
+Function = KANFunction | MLPFunction
+
+
+def function_widths(
+    in_channels: int,
+    out_channels: int,
+    hidden_channels: int | Sequence[int] | None = None,
+    num_layers: int = 2,
+) -> list[int]:
+    """The layer widths ``[in, hidden..., out]`` of a function."""
+    if hidden_channels is not None and not isinstance(hidden_channels, int):
+        return [in_channels, *hidden_channels, out_channels]
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    hidden = out_channels if hidden_channels is None else hidden_channels
+    return [in_channels] + [hidden] * (num_layers - 1) + [out_channels]
+
+
+def build_function(
+    function: str,
+    in_channels: int,
+    out_channels: int,
+    hidden_channels: int | Sequence[int] | None = None,
+    num_layers: int = 2,
+    **kwargs,
+) -> KANFunction | MLPFunction:
+    """A KAN or MLP from ``in_channels`` to ``out_channels``.
+
+    Parameters
+    ----------
+    function:
+        ``"kan"`` (a :class:`KANFunction`) or ``"mlp"`` (an :class:`MLPFunction`).
+    in_channels, out_channels:
+        Input and output widths.
+    hidden_channels:
+        Width of the hidden layers (default ``out_channels``), or a list of hidden widths (then
+        ``num_layers`` is ignored).
+    num_layers:
+        Number of layers (KAN layers or linear layers); 1 means no hidden layer.
+    **kwargs:
+        For ``"kan"``: :class:`~kangnn.kan.KANLinear` options (``basis``, ``grid_size``,
+        ``spline_order``, ``grid_range``, ``base_activation``, basis options). For ``"mlp"``:
+        ``act`` and ``bias``.
+    """
+    if function not in FUNCTIONS:
+        raise ValueError(f"unknown function {function!r}; valid: {', '.join(FUNCTIONS)}")
+    widths = function_widths(in_channels, out_channels, hidden_channels, num_layers)
+    if any(w < 1 for w in widths):
+        raise ValueError(f"all widths must be >= 1, got {widths}")
+    if function == "kan":
+        return KANFunction(widths, **kwargs)
+    wrong = sorted(set(kwargs) & KAN_ONLY_KWARGS)
+    if wrong:
+        raise ValueError(f"{', '.join(wrong)} only apply to function='kan', not 'mlp'")
+    unknown = sorted(set(kwargs) - {"act", "bias"})
+    if unknown:
+        raise ValueError(f"unknown MLP option(s) {', '.join(unknown)}; valid: act, bias")
+    return MLPFunction(widths, **kwargs)
+
+
+def regularization_loss(module: nn.Module, **kwargs) -> Tensor:
+    """Sum of the KAN regularisers of every :class:`KANFunction` inside ``module`` (0 if none)."""
+    terms = [m.regularization_loss(**kwargs) for m in module.modules() if isinstance(m, KAN)]
+    if not terms:
+        p = next(module.parameters(), None)
+        return torch.zeros((), device=None if p is None else p.device)
+    return torch.stack(terms).sum()

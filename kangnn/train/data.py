@@ -1,0 +1,140 @@
+"""Glue between a config, :mod:`kangnn.data` and Lightning: dataset, split, scaler, loaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from omegaconf import DictConfig
+from torch_geometric.loader import DataLoader
+
+from kangnn.data import (
+    DataError,
+    MoleculeDataset,
+    TargetScaler,
+    load_dataset,
+    load_split,
+    make_split,
+)
+
+__all__ = ["MoleculeDataModule", "PreparedData", "prepare_data", "split_seed"]
+
+
+def split_seed(cfg: DictConfig) -> int:
+    """The split seed: ``dataset.split_seed`` if set, else the run's ``seed``.
+
+    Scaffold splits ignore it (they are deterministic); random and balanced-scaffold splits use
+    it, so each seed of a comparison gets its own split, the same for the KAN and MLP models.
+    """
+    s = cfg.dataset.split_seed
+    return int(cfg.seed if s is None else s)
+
+
+@dataclass
+class PreparedData:
+    """A loaded dataset, its split and (for regression) the scaler fitted on the train part."""
+
+    dataset: MoleculeDataset
+    split: dict[str, list[int]]
+    scaler: TargetScaler | None
+    split_seed: int
+
+    @property
+    def task(self) -> str:
+        return self.dataset.task
+
+    @property
+    def num_tasks(self) -> int:
+        return self.dataset.num_tasks
+
+    def part(self, name: str) -> MoleculeDataset:
+        return self.dataset[self.split[name]]
+
+
+def load_from_config(cfg: DictConfig) -> MoleculeDataset:
+    """Load the dataset a config names (built-in ``dataset.name`` or CSV ``dataset.path``)."""
+    d = cfg.dataset
+    if d.path is not None and not Path(d.path).is_file():
+        raise DataError(f"dataset.path: file not found: {d.path}")
+    kwargs: dict[str, Any] = dict(
+        root=d.root,
+        task=d.task,
+        skip_invalid=d.skip_invalid,
+        features=d.features,
+        target_columns=list(d.target_columns) if d.target_columns else None,
+    )
+    if d.path is not None:
+        return load_dataset(
+            path=d.path,
+            smiles_column=d.smiles_column or "smiles",
+            split_column=d.split_column if d.split == "column" else None,
+            **kwargs,
+        )
+    return load_dataset(d.name, **kwargs)
+
+
+def prepare_data(
+    cfg: DictConfig,
+    split: dict[str, list[int]] | None = None,
+    reuse: MoleculeDataset | None = None,
+) -> PreparedData:
+    """Load the data, split it (or use ``split``) and fit the target scaler on train.
+
+    ``dataset.split`` is a method (``scaffold``, ``balanced_scaffold``, ``random``, ``column``) or
+    the path of a ``splits.json`` to reuse. ``reuse`` is an already loaded dataset of ``cfg``.
+    """
+    dataset = reuse if reuse is not None else load_from_config(cfg)
+    seed = split_seed(cfg)
+    if split is None:
+        method = cfg.dataset.split
+        if method.endswith(".json"):
+            split = load_split(method, len(dataset))
+        else:
+            split = make_split(
+                dataset,
+                method=method,
+                sizes=tuple(cfg.dataset.split_sizes),
+                seed=seed,
+                column=cfg.dataset.split_column,
+            )
+    scaler = None
+    if dataset.task == "regression":
+        scaler = TargetScaler().fit(dataset.y[split["train"]])
+    return PreparedData(dataset=dataset, split=split, scaler=scaler, split_seed=seed)
+
+
+class MoleculeDataModule(L.LightningDataModule):
+    """Train/val/test loaders over a :class:`PreparedData` (train shuffled).
+
+    The train loader drops a last batch of a single molecule, which batch normalisation of the
+    graph embedding cannot handle.
+    """
+
+    def __init__(self, data: PreparedData, batch_size: int = 64, num_workers: int = 0) -> None:
+        super().__init__()
+        self.data = data
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+
+    def _loader(self, part: str, shuffle: bool) -> DataLoader:
+        ds = self.data.part(part)
+        drop_last = shuffle and len(ds) % self.batch_size == 1 and len(ds) > 1
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,347 @@
+"""The ``kangnn`` command line: train, predict, plot, compare, datasets, bench, and user errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from kangnn.cli import main
+
+ESOL_ROWS = 160
+TINY = [
+    "model.hidden_channels=16",
+    "model.num_layers=2",
+    "model.grid_size=3",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.threads=1",
+    "train.progress_bar=false",
+    "train.patience=0",
+    "dataset.split=random",
+]
+METRICS_KEYS = {"val", "test", "params", "epoch_time_s", "best_epoch"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # One intra-op thread: on a small, shared CPU, two OpenMP threads contending with other
+    # processes make tiny kernels (batch norm on a few hundred rows) 100x slower.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def esol_root(tmp_path_factory, copy_moleculenet) -> Path:
+    root = copy_moleculenet(tmp_path_factory.mktemp("data"), "esol")
+    raw = root / "esol" / "raw" / "delaney-processed.csv"
+    raw.write_text("".join(raw.read_text().splitlines(keepends=True)[: ESOL_ROWS + 1]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cfg") / "esol.yaml"
+    path.write_text(Path("experiments/esol.yaml").read_text())
+    return path
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("kangnn: error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[-1], lines[-1]
+
+
+@pytest.fixture(scope="module")
+def trained(esol_root, config_file, tmp_path_factory):
+    """One tiny KAN run through the CLI, shared by the tests that read a run directory."""
+    out = tmp_path_factory.mktemp("runs")
+    capsys = None
+    code = main(
+        [
+            "train",
+            str(config_file),
+            f"dataset.root={esol_root}",
+            f"output_dir={out}",
+            "model.conv=gin",
+            *TINY,
+        ]
+    )
+    assert code == 0
+    runs = [p for p in out.iterdir()]
+    assert len(runs) == 1
+    del capsys
+    return runs[0]
+
+
+def test_train_writes_a_complete_run_directory(trained):
+    run = trained
+    for name in (
+        "config.yaml",
+        "splits.json",
+        "metrics.json",
+        "predictions.csv",
+        "scaler.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "logs/metrics.csv",
+    ):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert METRICS_KEYS <= set(metrics)
+    assert set(metrics["val"]) == {"rmse", "mae"} and set(metrics["test"]) == {"rmse", "mae"}
+    assert metrics["params"] == metrics["param_match"]["kan_params"]
+    assert 1 <= metrics["best_epoch"] <= 2 and metrics["epoch_time_s"] > 0
+    split = json.loads((run / "splits.json").read_text())
+    rows = list(csv.DictReader(open(run / "predictions.csv")))
+    assert [int(r["index"]) for r in rows] == split["test"]
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert cfg["model"]["conv"] == "gin" and cfg["train"]["epochs"] == 2  # resolved overrides
+    assert not (run.parent / ".partial").exists()
+
+
+def test_train_prints_the_run_directory(esol_root, config_file, tmp_path, capsys):
+    code, out, err = run_cli(
+        [
+            "train",
+            config_file,
+            f"dataset.root={esol_root}",
+            f"output_dir={tmp_path}",
+            *TINY,
+            "train.epochs=1",
+            "model.function=mlp",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    run = Path(out.strip().splitlines()[-1])
+    assert run.parent == tmp_path and run.name.startswith("esol-gine-mlp-s0-")
+    metrics = json.loads((run / "metrics.json").read_text())
+    match = metrics["param_match"]
+    assert abs(match["rel_diff"]) <= 0.05 and metrics["params"] == match["mlp_params"]
+
+
+def test_predict_new_molecules(trained, tmp_path, capsys):
+    src = tmp_path / "new.csv"
+    src.write_text("name,smiles\nethanol,CCO\nphenol,c1ccccc1O\n")
+    dst = tmp_path / "out" / "preds.csv"
+    code, out, err = run_cli(["predict", trained, "--input", src, "--output", dst], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(open(dst)))
+    assert [r["name"] for r in rows] == ["ethanol", "phenol"]
+    pred_col = [k for k in rows[0] if k.endswith("_pred")]
+    assert len(pred_col) == 1 and all(float(r[pred_col[0]]) == float(r[pred_col[0]]) for r in rows)
+    # An invalid SMILES follows the run's policy (skip_invalid=false): one-line error, no output.
+    bad = tmp_path / "bad.csv"
+    bad.write_text("smiles\nCCO\nC1CC\n")
+    dst2 = tmp_path / "bad_out.csv"
+    code, out, err = run_cli(["predict", trained, "--input", bad, "--output", dst2], capsys)
+    assert_user_error(code, err, "line 3", "C1CC")
+    assert not dst2.exists()
+
+
+def test_plot_learned_functions(trained, capsys):
+    code, out, err = run_cli(["plot", trained, "--edges", "3"], capsys)
+    assert code == 0, err
+    png = Path(out.strip())
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_datasets_lists_the_builtin_names(capsys):
+    code, out, _ = run_cli(["datasets"], capsys)
+    assert code == 0 and {"esol", "bbbp", "hiv"} <= set(out.split())
+
+
+# ----------------------------------------------------------------------------- user errors
+
+
+def test_missing_config_file(tmp_path, capsys):
+    code, _, err = run_cli(["train", tmp_path / "nope.yaml"], capsys)
+    assert_user_error(code, err, "nope.yaml")
+
+
+def test_unknown_key_and_wrong_type(config_file, tmp_path, capsys):
+    code, _, err = run_cli(
+        ["train", config_file, "train.epoch=3", f"output_dir={tmp_path}"], capsys
+    )
+    assert_user_error(code, err, "train.epoch")
+    code, _, err = run_cli(["compare", config_file, "model.hidden_channels=wide"], capsys)
+    assert_user_error(code, err, "model.hidden_channels")
+    assert not any(tmp_path.iterdir())
+
+
+def test_missing_data_file(config_file, tmp_path, capsys):
+    out = tmp_path / "runs"
+    code, _, err = run_cli(
+        [
+            "train",
+            config_file,
+            "dataset.name=null",
+            f"dataset.path={tmp_path / 'absent.csv'}",
+            f"output_dir={out}",
+        ],
+        capsys,
+    )
+    assert_user_error(code, err, "absent.csv")
+    assert not out.exists()
+
+
+def test_data_without_molecules(config_file, tmp_path, capsys):
+    data = tmp_path / "empty.csv"
+    data.write_text("smiles,y\nnot_a_smiles,1.0\nC1CC,2.0\n")
+    out = tmp_path / "runs"
+    code, _, err = run_cli(
+        [
+            "train",
+            config_file,
+            "dataset.name=null",
+            f"dataset.path={data}",
+            "dataset.target_columns=[y]",
+            "dataset.task=regression",
+            "dataset.skip_invalid=true",
+            f"output_dir={out}",
+            *TINY,
+        ],
+        capsys,
+    )
+    assert_user_error(code, err, "no valid molecules")
+    assert not out.exists()
+
+
+def test_missing_run_directory(tmp_path, capsys):
+    code, _, err = run_cli(
+        ["predict", tmp_path / "gone", "--input", "x.csv", "--output", "y.csv"], capsys
+    )
+    assert_user_error(code, err, "gone")
+    code, _, err = run_cli(["plot", tmp_path / "gone"], capsys)
+    assert_user_error(code, err, "run directory not found")
+    code, _, err = run_cli(["train", "--resume", tmp_path / "gone"], capsys)
+    assert_user_error(code, err, "gone")
+
+
+def test_checkpoint_of_a_different_model(trained, tmp_path, capsys):
+    run = tmp_path / "copied"
+    shutil.copytree(trained, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["conv"] = "gine"  # the config now describes another model than the checkpoint
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    src = tmp_path / "in.csv"
+    src.write_text("smiles\nCCO\n")
+    dst = tmp_path / "preds.csv"
+    code, _, err = run_cli(["predict", run, "--input", src, "--output", dst], capsys)
+    assert_user_error(code, err, "different model")
+    assert not dst.exists()
+    code, _, err = run_cli(["train", "--resume", run, "train.epochs=3"], capsys)
+    assert_user_error(code, err, "different model")
+    assert not (tmp_path / ".partial").exists()
+
+
+def test_plot_of_an_mlp_run_is_a_user_error(trained, tmp_path, capsys):
+    run = tmp_path / "mlp"
+    shutil.copytree(trained, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["function"] = "mlp"
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, _, err = run_cli(["plot", run], capsys)
+    assert_user_error(code, err)
+
+
+# ----------------------------------------------------------------------------- compare, bench
+
+
+@pytest.mark.slow
+def test_compare_two_seeds(esol_root, config_file, tmp_path, capsys):
+    code, out, err = run_cli(
+        [
+            "compare",
+            config_file,
+            "--seeds",
+            "2",
+            f"dataset.root={esol_root}",
+            f"output_dir={tmp_path}",
+            *TINY,
+            "train.epochs=1",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    cmp_dir = Path(out.strip().splitlines()[-1])
+    for name in ("summary.csv", "summary.md", "curves.png", "runs.csv"):
+        assert (cmp_dir / name).is_file(), name
+    rows = list(csv.DictReader(open(cmp_dir / "summary.csv")))
+    assert [r["model"] for r in rows] == ["kan", "mlp"]
+    for col in (
+        "val_rmse_mean",
+        "val_rmse_std",
+        "test_rmse_mean",
+        "test_rmse_std",
+        "params",
+        "epoch_time_s_mean",
+        "peak_memory_mb_mean",
+        "wilcoxon_p",
+        "wilcoxon_note",
+    ):
+        assert col in rows[0], col
+    kan, mlp = int(rows[0]["params"]), int(rows[1]["params"])
+    assert abs(kan - mlp) / kan <= 0.05
+    md = (cmp_dir / "summary.md").read_text()
+    assert "Wilcoxon" in md and "±" in md
+    assert "| KAN |" in out and "| MLP |" in out  # the table is printed
+    runs = sorted(p.name for p in (cmp_dir / "runs").iterdir())
+    assert runs == ["kan-s0", "kan-s1", "mlp-s0", "mlp-s1"]
+    splits = {
+        json.loads((cmp_dir / "runs" / r / "splits.json").read_text())["test"][0]
+        for r in ("kan-s1", "mlp-s1")
+    }
+    assert len(splits) == 1  # same split for both models of a seed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [cmp_dir.name]
+
+
+def test_bench_model_forwards_its_arguments(esol_root, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code, stdout, err = run_cli(
+        [
+            "bench",
+            "model",
+            "--conv",
+            "gin",
+            "--hidden",
+            "8",
+            "--layers",
+            "1",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--batches",
+            "1",
+            "--threads",
+            "1",
+            "--root",
+            esol_root,
+            "--out",
+            out,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    payload = json.loads(out.read_text())
+    assert {r["model"] for r in payload["rows"]} == {"kan", "mlp"}
+    code, _, err = run_cli(["bench", "nothing"], capsys)
+    assert code == 2 and "bench needs a KIND" in err
