@@ -38,6 +38,7 @@ READOUTS = ("sum", "mean", "max")
 NORMS = ("batch", "layer", "none")
 SPLITS = ("scaffold", "balanced_scaffold", "random", "column")
 TASKS = ("regression", "classification")
+AGGRS = ("sum", "mean", "max", "min")
 
 
 class ConfigError(ValueError):
@@ -104,7 +105,7 @@ class TrainConfig:
     patience: int = 20  # early stopping on the validation metric; 0 = off
     kan_reg_weight: float = 0.0  # weight of KAN's spline regularisation loss
     grad_clip: float | None = None
-    accelerator: str = "cpu"  # cpu | gpu | auto
+    accelerator: str = "auto"  # auto (a GPU when there is one) | cpu | gpu
     devices: Any = 1  # Lightning's devices: 1, 2, "auto", [0, 1]
     strategy: str = "auto"  # Lightning's strategy: auto | ddp | ddp_spawn
     num_workers: int = 0
@@ -267,6 +268,10 @@ def validate_config(cfg: DictConfig) -> None:
     _choice(m.readout, "model.readout", READOUTS)
     _choice(m.norm, "model.norm", NORMS)
     _choice(m.grid_init, "model.grid_init", ("data", "fixed"))
+    _choice(m.aggr, "model.aggr", AGGRS)
+    from kangnn.kan import BASES
+
+    _choice(m.basis, "model.basis", tuple(BASES))
     for key in ("hidden_channels", "num_layers", "grid_size", "function_layers"):
         _positive(m[key], f"model.{key}")
     _positive(m.spline_order, "model.spline_order", allow_zero=True)

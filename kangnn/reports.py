@@ -120,9 +120,9 @@ def plot_kan_functions(
     r"""Plot the learned univariate functions :math:`\phi_{q,p}` of every KAN layer in ``model``.
 
     One row per :class:`~kangnn.kan.KANLinear`, one panel per edge: the ``edges_per_layer``
-    edges with the largest mean absolute value over the grid range (the ones that matter most).
-    The x range covers the grid with half its width added on each side; the grid itself is
-    shaded.
+    edges with the largest mean absolute value over their grid (the ones that matter most).
+    Each panel spans its input's grid with half its width added on each side; the grid itself
+    is shaded.
 
     Raises
     ------
@@ -138,14 +138,16 @@ def plot_kan_functions(
         len(layers), cols, figsize=(2.3 * cols, 1.7 * len(layers)), squeeze=False
     )
     for row, (name, layer) in enumerate(layers):
-        lo = float(layer.basis.lo.min())
-        hi = float(layer.basis.hi.max())
-        pad = 0.5 * (hi - lo)
-        x = torch.linspace(lo - pad, hi + pad, points)
+        # Each input has its own grid (see MoleculeGNN.init_grids): evaluate on one line that
+        # covers them all, then show each edge over its own input's grid, padded by half.
+        lo_p = layer.basis.lo.detach().float().cpu()
+        hi_p = layer.basis.hi.detach().float().cpu()
+        pad_p = 0.5 * (hi_p - lo_p)
+        x = torch.linspace(float((lo_p - pad_p).min()), float((hi_p + pad_p).max()), points * 4)
         with torch.no_grad():
-            phi = layer.edge_functions(x).float().cpu()  # [P, out, in]
-        inside = (x >= lo) & (x <= hi)
-        strength = phi[inside].abs().mean(0)  # [out, in]
+            phi = layer.edge_functions(x).float().cpu()  # [points, out, in]
+        inside = ((x[:, None] >= lo_p) & (x[:, None] <= hi_p)).float()  # [points, in]
+        strength = (phi.abs() * inside[:, None, :]).sum(0) / inside.sum(0).clamp_min(1)
         top = torch.topk(strength.flatten(), min(cols, strength.numel())).indices
         for c in range(cols):
             ax = axes[row][c]
@@ -153,8 +155,10 @@ def plot_kan_functions(
                 ax.axis("off")
                 continue
             q, p = divmod(int(top[c]), strength.size(1))
+            lo, hi, pad = float(lo_p[p]), float(hi_p[p]), float(pad_p[p])
+            view = (x >= lo - pad) & (x <= hi + pad)
             ax.axvspan(lo, hi, color="0.93", zorder=0)
-            ax.plot(x.numpy(), phi[:, q, p].numpy(), color="tab:blue", linewidth=1.2)
+            ax.plot(x[view].numpy(), phi[view, q, p].numpy(), color="tab:blue", linewidth=1.2)
             ax.set_title(f"in {p} → out {q}", fontsize=7)
             ax.tick_params(labelsize=6)
             if c == 0:

@@ -224,6 +224,14 @@ def test_data_without_molecules(config_file, tmp_path, capsys):
     assert not out.exists()
 
 
+def test_bad_trainer_settings_leave_nothing_behind(esol_root, config_file, tmp_path, capsys):
+    out = tmp_path / "runs" / "deeper"
+    args = ["train", config_file, f"dataset.root={esol_root}", f"output_dir={out}", *TINY]
+    code, _, err = run_cli([*args, "train.strategy=nonsense"], capsys)
+    assert_user_error(code, err, "train.strategy")
+    assert not (tmp_path / "runs").exists()  # the folders it made are gone too
+
+
 def test_missing_run_directory(tmp_path, capsys):
     code, _, err = run_cli(
         ["predict", tmp_path / "gone", "--input", "x.csv", "--output", "y.csv"], capsys

@@ -139,7 +139,12 @@ class KANGINConv(_GINBase):
         return self._update(out, x_dst)
 
     def _aggregated(self, x, edge_index, edge_attr) -> tuple[Tensor, Tensor, Tensor]:
-        x_src, x_dst, _ = self.check_inputs(x, edge_index, edge_attr, None)
+        if edge_attr is not None:
+            raise ValueError(
+                "KANGINConv: edge_attr was passed but GIN takes no edge features "
+                "(built without edge_dim); use KANGINEConv for edge features"
+            )
+        x_src, x_dst, _ = self.check_inputs(x, edge_index, None, None)
         out = self.propagate(edge_index, x=(x_src, x_dst), size=(x_src.size(0), x_dst.size(0)))
         return x_src, x_dst, out
 

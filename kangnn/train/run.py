@@ -22,11 +22,12 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from kangnn.config import primary_metric, save_config, validate_config
+from kangnn.config import ConfigError, primary_metric, save_config, validate_config
 from kangnn.data import feature_dims, load_split, write_invalid_rows
 from kangnn.models import ParamMatch, match_mlp, model_kwargs
 from kangnn.train.callbacks import EpochTimer, PeakMemory
@@ -181,21 +182,29 @@ def _trainer(
     devices = cfg.train.devices
     if OmegaConf.is_list(devices):
         devices = list(devices)
-    trainer = L.Trainer(
-        max_epochs=cfg.train.epochs,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=cfg.train.strategy,
-        deterministic=deterministic,
-        logger=CSVLogger(save_dir=str(run_dir), name="logs", version=""),
-        callbacks=callbacks,
-        enable_progress_bar=cfg.train.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        log_every_n_steps=1,
-        gradient_clip_val=cfg.train.grad_clip,
-        default_root_dir=str(run_dir),
-    )
+    try:
+        trainer = L.Trainer(
+            max_epochs=cfg.train.epochs,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=cfg.train.strategy,
+            deterministic=deterministic,
+            logger=CSVLogger(save_dir=str(run_dir), name="logs", version=""),
+            callbacks=callbacks,
+            enable_progress_bar=cfg.train.progress_bar,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            log_every_n_steps=1,
+            gradient_clip_val=cfg.train.grad_clip,
+            default_root_dir=str(run_dir),
+        )
+    except (MisconfigurationException, ValueError) as err:
+        # e.g. devices=2 with accelerator=gpu on a machine without GPUs, an unknown strategy
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            f"train.accelerator={cfg.train.accelerator}, train.devices={devices}, "
+            f"train.strategy={cfg.train.strategy}: {first}"
+        ) from None
     return trainer, checkpoint, timer, memory
 
 

@@ -84,6 +84,8 @@ def remove_tree(path: Path, created: list[Path] = ()) -> None:
     """Remove ``path`` and then those of ``created`` that are left empty (innermost first)."""
     shutil.rmtree(path, ignore_errors=True)
     for d in reversed(list(created)):
+        if not d.exists():
+            continue
         try:
             d.rmdir()
         except OSError:
