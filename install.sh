@@ -16,3 +16,14 @@ if [ "${KANGNN_NO_SCATTER:-0}" != 1 ] && ! python -c "import torch_scatter" 2>/d
   python -m pip install -q --no-build-isolation -c <(echo "torch==${TORCH_VERSION}") torch-scatter \
     || echo "install.sh: torch-scatter could not be built; kangnn falls back to torch's native scatter" >&2
 fi
+# Offline machines: seed the default data root from a local MoleculeNet mirror (read only; raw
+# files are copied, never modified). Online, kangnn downloads a missing raw file on first use.
+MIRROR=${KANGNN_DATA_MIRROR:-../shared/data/moleculenet}
+if [ -d "$MIRROR" ]; then
+  for raw in "$MIRROR"/*/raw/*; do
+    [ -f "$raw" ] || continue
+    name=$(basename "$(dirname "$(dirname "$raw")")")
+    dest="data/$name/raw/$(basename "$raw")"
+    [ -f "$dest" ] || { mkdir -p "data/$name/raw" && cp "$raw" "$dest.tmp" && mv "$dest.tmp" "$dest"; }
+  done
+fi

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 
 # Real MoleculeNet raw files live in ../shared/data/moleculenet beside the repository (CI always
 # has them). Tests copy what they need into a temporary data root and never write there.
@@ -25,6 +26,16 @@ def _copy_moleculenet(root: Path, *names: str) -> Path:
         for f in files:
             shutil.copy2(f, dst / f.name)
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    # One intra-op thread: on a small, shared CPU, two OpenMP threads contending with other
+    # processes make tiny kernels (batch norm on a few hundred rows) 100x slower.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Smoke test of the layer benchmark: it runs, writes JSON, reports finite ratios (never timings)."""
+"""Smoke test of the layer benchmark: it runs, writes JSON and reports finite ratios."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from kangnn.cli import main
@@ -26,16 +25,6 @@ TINY = [
     "dataset.split=random",
 ]
 METRICS_KEYS = {"val", "test", "params", "epoch_time_s", "best_epoch"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # One intra-op thread: on a small, shared CPU, two OpenMP threads contending with other
-    # processes make tiny kernels (batch norm on a few hundred rows) 100x slower.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="module")

@@ -24,16 +24,6 @@ ATOM_DIMS, BOND_DIMS = feature_dims("ogb")
 SMALL = dict(hidden_channels=16, num_layers=2, grid_size=3, spline_order=3, function_layers=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # One intra-op thread: on a small, shared CPU, two OpenMP threads contending with other
-    # processes make tiny kernels (batch norm on a few hundred rows) 100x slower.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def batch():
     graphs = []

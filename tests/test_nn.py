@@ -31,15 +31,6 @@ FUNCTIONS = ("kan", "mlp")
 needs_scatter = pytest.mark.skipif(not HAS_TORCH_SCATTER, reason="torch_scatter not installed")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny graphs: one thread is faster and steadier on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_layer(name: str, function: str = "kan", dtype=torch.float32, **kw):
     """One layer of each kind with edge features where it takes them."""
     torch.manual_seed(0)

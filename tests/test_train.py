@@ -35,16 +35,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # One intra-op thread: on a small, shared CPU, two OpenMP threads contending with other
-    # processes make tiny kernels (batch norm on a few hundred rows) 100x slower.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
-
-
 @pytest.fixture(scope="module")
 def esol_root(tmp_path_factory, copy_moleculenet) -> Path:
     root = copy_moleculenet(tmp_path_factory.mktemp("data"), "esol")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.nn.aggr import MultiAggregation
 from torch_geometric.nn.conv import MessagePassing
-from torch_geometric.typing import Adj, SparseTensor
+from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor, spmm, to_edge_index
 
 from kangnn.nn.aggr import SIMPLE_AGGRS, scatter
@@ -289,6 +289,40 @@ class KANMessagePassing(MessagePassing):
         i, j = (1, 0) if self.flow == "source_to_target" else (0, 1)
         z = [x_dst[edge_index[i]], x_src[edge_index[j]]]
         return torch.cat(z if edge_attr is None else [*z, edge_attr], dim=-1)
+
+    # The helpers below serve layers whose ``message_fn`` reads ``[h_i || h_j || e_ij]``
+    # (``_in_dst``, ``_in_src`` and ``edge_dim`` wide), with a ``decompose`` switch.
+
+    def node_parts(self, x_src: Tensor, x_dst: Tensor) -> PairTensor:
+        """What ``propagate`` hands to :meth:`edge_message`: with ``decompose`` the first layer's
+        contributions of the source and target features (once per node), else the features."""
+        if not self.decompose:
+            return x_src, x_dst
+        return (
+            self.message_fn.partial(x_src, self._in_dst),
+            self.message_fn.partial(x_dst, 0, bias=True),
+        )
+
+    def edge_part(self, edge_attr: Tensor) -> Tensor:
+        """The first layer's contribution of the edge features."""
+        return self.message_fn.partial(edge_attr, self._in_dst + self._in_src)
+
+    def edge_message(
+        self, h: PairTensor, edge_index_i: Tensor, edge_index_j: Tensor, edge_attr: OptTensor
+    ) -> Tensor:
+        """``message_fn([h_i || h_j || e_ij])`` for every edge, from :meth:`node_parts`."""
+        h_src, h_dst = h
+        if self.edge_dim is None:
+            edge_attr = None  # e.g. the values of a weighted sparse adjacency
+        if self.decompose:
+            y = gather_sum(h_dst, edge_index_i, h_src, edge_index_j)
+            if edge_attr is not None:
+                y = y.add_(self.edge_part(edge_attr))
+            return self.message_fn.rest(y)
+        z = [h_dst.index_select(0, edge_index_i), h_src.index_select(0, edge_index_j)]
+        if edge_attr is not None:
+            z.append(edge_attr)
+        return self.message_fn(torch.cat(z, dim=-1))
 
     def check_inputs(
         self,

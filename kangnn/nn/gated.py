@@ -8,7 +8,7 @@ from torch import Tensor
 from torch.nn import Linear
 from torch_geometric.typing import Adj, OptTensor
 
-from kangnn.nn.base import KANMessagePassing, PairTensor, _pair, gather_sum
+from kangnn.nn.base import KANMessagePassing, PairTensor, _pair
 from kangnn.nn.functions import build_function
 
 
@@ -95,11 +95,7 @@ class KANGatedConv(KANMessagePassing):
         self, x: Tensor | PairTensor, edge_index: Adj, edge_attr: OptTensor = None
     ) -> Tensor:
         x_src, x_dst, edge_attr = self.check_inputs(x, edge_index, edge_attr, self.edge_dim)
-        if self.decompose:
-            h_dst = self.message_fn.partial(x_dst, 0, bias=True)
-            h_src = self.message_fn.partial(x_src, self._in_dst)
-        else:
-            h_src, h_dst = x_src, x_dst
+        h_src, h_dst = self.node_parts(x_src, x_dst)
         out = self.propagate(
             edge_index, h=(h_src, h_dst), edge_attr=edge_attr, size=(x_src.size(0), x_dst.size(0))
         )
@@ -130,19 +126,7 @@ class KANGatedConv(KANMessagePassing):
         edge_index_j: Tensor,
         edge_attr: OptTensor = None,
     ) -> Tensor:
-        h_src, h_dst = h
-        if self.edge_dim is None:
-            edge_attr = None  # e.g. the values of a weighted sparse adjacency
-        if self.decompose:
-            y = gather_sum(h_dst, edge_index_i, h_src, edge_index_j)
-            if edge_attr is not None:
-                y = y.add_(self.message_fn.partial(edge_attr, self._in_dst + self._in_src))
-            out = self.message_fn.rest(y)
-        else:
-            z = [h_dst.index_select(0, edge_index_i), h_src.index_select(0, edge_index_j)]
-            if edge_attr is not None:
-                z.append(edge_attr)
-            out = self.message_fn(torch.cat(z, dim=-1))
+        out = self.edge_message(h, edge_index_i, edge_index_j, edge_attr)
         return F.glu(out, dim=-1)  # value * sigmoid(gate), one fused kernel each way
 
     def __repr__(self) -> str:

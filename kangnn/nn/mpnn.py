@@ -11,7 +11,6 @@ from kangnn.nn.base import (
     KANMessagePassing,
     PairTensor,
     _pair,
-    gather_sum,
     sparse_aggregate,
     sparse_targets,
 )
@@ -141,17 +140,10 @@ class KANMPNNConv(KANMessagePassing):
     def _aggregated(
         self, x_src: Tensor, x_dst: Tensor, edge_index: Adj, edge_attr: OptTensor
     ) -> Tensor:
-        if self.decompose:
-            h_dst = self.message_fn.partial(x_dst, 0, bias=True)
-            h_src = self.message_fn.partial(x_src, self._in_dst)
-        else:
-            h_src, h_dst = x_src, x_dst
+        h_src, h_dst = self.node_parts(x_src, x_dst)
         return self.propagate(
             edge_index, h=(h_src, h_dst), edge_attr=edge_attr, size=(x_src.size(0), x_dst.size(0))
         )
-
-    def _edge_part(self, edge_attr: Tensor) -> Tensor:
-        return self.message_fn.partial(edge_attr, self._in_dst + self._in_src)
 
     def message(
         self,
@@ -160,18 +152,7 @@ class KANMPNNConv(KANMessagePassing):
         edge_index_j: Tensor,
         edge_attr: OptTensor = None,
     ) -> Tensor:
-        h_src, h_dst = h
-        if self.edge_dim is None:
-            edge_attr = None  # e.g. the values of a weighted sparse adjacency
-        if self.decompose:
-            y = gather_sum(h_dst, edge_index_i, h_src, edge_index_j)
-            if edge_attr is not None:
-                y = y.add_(self._edge_part(edge_attr))
-            return self.message_fn.rest(y)
-        z = [h_dst.index_select(0, edge_index_i), h_src.index_select(0, edge_index_j)]
-        if edge_attr is not None:
-            z.append(edge_attr)
-        return self.message_fn(torch.cat(z, dim=-1))
+        return self.edge_message(h, edge_index_i, edge_index_j, edge_attr)
 
     def message_and_aggregate(
         self, adj_t: Adj, h: PairTensor, edge_attr: OptTensor = None
@@ -185,7 +166,7 @@ class KANMPNNConv(KANMessagePassing):
         out = out + weight.unsqueeze(-1) * h_dst
         if self.edge_dim is not None and edge_attr is not None and edge_attr.size(0) > 0:
             index = sparse_targets(adj_t)
-            out = out + scatter(self._edge_part(edge_attr), index, h_dst.size(0), reduce)
+            out = out + scatter(self.edge_part(edge_attr), index, h_dst.size(0), reduce)
         return out
 
     def __repr__(self) -> str:
