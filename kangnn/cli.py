@@ -29,6 +29,10 @@ from pathlib import Path
 __all__ = ["main"]
 
 BENCH_KINDS = ("layer", "conv", "model")
+DATA_ROOT_HELP = (
+    "data root holding <name>/raw/<file> (same as dataset.root=DIR; default: $KANGNN_DATA, "
+    "else the repository's data/)"
+)
 
 
 def _err(msg: str) -> None:
@@ -62,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         metavar="RUN_DIR",
         help="continue RUN_DIR from its last.ckpt (CONFIG then counts as an override)",
     )
+    t.add_argument("--data-root", metavar="DIR", help=DATA_ROOT_HELP)
     # Used by `compare` for its child runs: where the run goes and the seed's split.
     t.add_argument("--run-dir", help=argparse.SUPPRESS)
     t.add_argument("--split", help=argparse.SUPPRESS)
@@ -78,6 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, help="number of seeds (default: compare.seeds)")
     c.add_argument("--quick", action="store_true", help="apply the config's quick preset")
     c.add_argument("--out", help="comparison directory (default: under output_dir)")
+    c.add_argument("--data-root", metavar="DIR", help=DATA_ROOT_HELP)
 
     pr = sub.add_parser("predict", help="predict new molecules with a trained run")
     pr.add_argument("run_dir", metavar="RUN_DIR")
@@ -254,6 +260,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if bad:
             parser.error(f"unrecognized arguments: {' '.join(bad)}")
         args.overrides = list(args.overrides) + extra
+    if getattr(args, "data_root", None):
+        args.overrides = [*args.overrides, f"dataset.root={args.data_root}"]
     user_errors = _user_errors()
     try:
         return COMMANDS[args.command](args)

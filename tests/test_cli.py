@@ -105,6 +105,21 @@ def test_train_writes_a_complete_run_directory(trained):
     assert not (run.parent / ".partial").exists()
 
 
+def test_data_root_option_is_dataset_root(config_file, tmp_path, capsys):
+    # --data-root names where <name>/raw/<file> is read, like dataset.root=DIR: a header-only
+    # ESOL file there must be the one the error names.
+    raw = tmp_path / "other-root" / "esol" / "raw" / "delaney-processed.csv"
+    raw.parent.mkdir(parents=True)
+    raw.write_text("Compound ID,measured log solubility in mols per litre,smiles\n")
+    code, _, err = run_cli(
+        ["train", config_file, "--data-root", str(tmp_path / "other-root"),
+         f"output_dir={tmp_path / 'runs'}", *TINY],
+        capsys,
+    )
+    assert_user_error(code, err, str(raw))
+    assert not (tmp_path / "runs").exists()
+
+
 def test_train_prints_the_run_directory(esol_root, config_file, tmp_path, capsys):
     code, out, err = run_cli(
         [
