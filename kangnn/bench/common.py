@@ -112,6 +112,16 @@ def write_json(path: str | Path, payload: dict) -> Path:
     return path
 
 
+def report(benchmark: str, title: str, rows: list[dict], columns, args) -> dict:
+    """Print ``title`` and the table of ``rows``; write them with the settings and machine as JSON
+    to ``args.out``."""
+    print(title)
+    print(format_table(rows, columns))
+    payload = {"benchmark": benchmark, "config": vars(args), "machine": machine(), "rows": rows}
+    print(f"wrote {write_json(args.out, payload)}")
+    return payload
+
+
 def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """A Markdown table of ``rows`` with ``columns`` given as ``(key, header)`` pairs."""
     def cell(v: object) -> str:

@@ -10,14 +10,7 @@ import argparse
 import torch
 from torch import nn
 
-from kangnn.bench.common import (
-    devices,
-    format_table,
-    machine,
-    peak_memory,
-    time_interleaved,
-    write_json,
-)
+from kangnn.bench.common import devices, peak_memory, report, time_interleaved
 from kangnn.kan import BASES, KANLinear
 from kangnn.kan.reference import RecursiveKANLinear
 from kangnn.utils import count_parameters, match_width
@@ -98,14 +91,11 @@ def main(argv: list[str] | None = None) -> dict:
                 rows += run_case(args, device, threads)
     finally:
         torch.set_num_threads(saved)
-    print(
+    title = (
         f"KANLinear {args.width}->{args.width}, batch {args.batch}, grid {args.grid_size}, "
         f"order {args.spline_order}; forward+backward, median of {args.repeats}"
     )
-    print(format_table(rows, COLUMNS))
-    payload = {"benchmark": "layer", "config": vars(args), "machine": machine(), "rows": rows}
-    print(f"wrote {write_json(args.out, payload)}")
-    return payload
+    return report("layer", title, rows, COLUMNS, args)
 
 
 if __name__ == "__main__":

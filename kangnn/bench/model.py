@@ -19,7 +19,7 @@ import torch
 from torch_geometric.data import Batch
 from torch_geometric.loader import DataLoader
 
-from kangnn.bench.common import devices, format_table, machine, peak_memory, write_json
+from kangnn.bench.common import devices, peak_memory, report
 from kangnn.models import MoleculeGNN, match_mlp
 from kangnn.train.metrics import masked_loss
 from kangnn.utils import count_parameters
@@ -200,15 +200,12 @@ def main(argv: list[str] | None = None) -> dict:
                     rows += part
     finally:
         torch.set_num_threads(saved)
-    print(
+    title = (
         f"MoleculeGNN training step (forward, loss, backward, Adam), batch {args.batch_size} "
         f"molecules, {args.layers} layers x {args.hidden} channels, grid {args.grid_size}; "
         f"median of {args.repeats}"
     )
-    print(format_table(rows, COLUMNS))
-    payload = {"benchmark": "model", "config": vars(args), "machine": machine(), "rows": rows}
-    print(f"wrote {write_json(args.out, payload)}")
-    return payload
+    return report("model", title, rows, COLUMNS, args)
 
 
 if __name__ == "__main__":
