@@ -184,47 +184,16 @@ class MoleculeGNN(nn.Module):
     def _make_conv(
         conv: str, function: str, h: int, width: int, layers: int, aggr: str, fkw: dict[str, Any]
     ) -> nn.Module:
-        cls = CONV_REGISTRY[conv]
-        if conv == "gin":
-            return cls(
-                h, h, function=function, hidden_channels=width, num_layers=layers, aggr=aggr, **fkw
-            )
-        if conv == "gine":
-            return cls(
-                h,
-                h,
-                edge_dim=h,
-                function=function,
-                hidden_channels=width,
-                num_layers=layers,
-                aggr=aggr,
-                **fkw,
-            )
+        kwargs: dict[str, Any] = dict(function=function, hidden_channels=width, aggr=aggr, **fkw)
+        if conv in EDGE_CONVS:
+            kwargs["edge_dim"] = h
         if conv == "mpnn":
             # Messages keep the node width so that only the functions' hidden widths differ
             # between a KAN model and its baseline.
-            return cls(
-                h,
-                h,
-                edge_dim=h,
-                function=function,
-                hidden_channels=width,
-                message_channels=h,
-                message_layers=layers,
-                update_layers=layers,
-                aggr=aggr,
-                **fkw,
-            )
-        return cls(
-            h,
-            h,
-            edge_dim=h,
-            function=function,
-            hidden_channels=width,
-            num_layers=layers,
-            aggr=aggr,
-            **fkw,
-        )
+            kwargs.update(message_channels=h, message_layers=layers, update_layers=layers)
+        else:
+            kwargs["num_layers"] = layers
+        return CONV_REGISTRY[conv](h, h, **kwargs)
 
     def reset_parameters(self) -> None:
         for module in self.modules():
