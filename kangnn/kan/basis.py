@@ -34,8 +34,6 @@ class Basis(nn.Module):
     """
 
     num_functions: int
-    #: Number of grid steps the support reaches beyond ``grid_range`` on each side.
-    extension: int = 0
 
     def __init__(self, in_features: int, grid_size: int, grid_range: tuple[float, float]) -> None:
         super().__init__()
@@ -138,7 +136,6 @@ class BSplineBasis(Basis):
         if spline_order < 1:
             raise ValueError(f"spline_order must be >= 1, got {spline_order}")
         self.order = spline_order
-        self.extension = spline_order
         self.num_functions = grid_size + spline_order
         coef = _bspline_local_polynomials(spline_order)
         # Plain floats: the polynomials are evaluated with scalar coefficients (see _polyval).
