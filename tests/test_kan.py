@@ -138,6 +138,38 @@ def test_partial_sums_to_forward():
         layer.partial(x[:, :4], 8)
 
 
+@pytest.mark.parametrize("basis", ["bspline", "rbf"])
+def test_partials_share_one_expansion_and_equal_partial(basis):
+    torch.manual_seed(0)
+    layer = KANLinear(10, 4, basis=basis).double()
+    x = torch.randn(40, 3, dtype=torch.float64, requires_grad=True)
+    starts = [0, 3, 7]
+
+    def both():
+        shared = layer.partials(x, starts)
+        separate = torch.stack([layer.partial(x, s) for s in starts], dim=-2)
+        return shared, separate
+
+    # Same grids: one expansion. Grids fitted apart: one per block. Same values either way.
+    for same in (True, False):
+        if not same:
+            layer.basis.set_grid(layer.basis.lo - 0.3 * torch.arange(10.0).double(), layer.basis.hi)
+        assert layer._same_grids([slice(s, s + 3) for s in starts]) is same
+        shared, separate = both()
+        assert shared.shape == (40, 3, 4)
+        torch.testing.assert_close(shared, separate, atol=1e-12, rtol=1e-12)
+        grads = [
+            torch.autograd.grad(out.sin().sum(), [x, layer.base_weight, layer.spline_weight])
+            for out in both()
+        ]
+        for g, h in zip(*grads, strict=True):
+            torch.testing.assert_close(g, h, atol=1e-12, rtol=1e-12)
+    assert torch.autograd.gradcheck(lambda t: layer.partials(t, [0, 7]), (x[:5].detach()
+                                    .requires_grad_(True),), fast_mode=True)  # fmt: skip
+    with pytest.raises(ValueError, match="columns 8:11 are outside the layer's 10 inputs"):
+        layer.partials(x, [0, 8])
+
+
 def test_bad_arguments_are_clear():
     with pytest.raises(ValueError, match="unknown basis 'spline'; valid: bspline"):
         KANLinear(2, 2, basis="spline")

@@ -83,6 +83,30 @@ def test_function_decomposition(function, num_layers):
     torch.testing.assert_close(f.rest(parts), full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("function", FUNCTIONS)
+def test_function_partials(function):
+    """``partials`` stacks ``partial`` at several offsets, the bias at the first only."""
+    torch.manual_seed(0)
+    f = build_function(function, 10, 5, num_layers=2)
+    a = torch.randn(6, 4)
+    want = torch.stack([f.partial(a, 0, bias=True), f.partial(a, 4)], dim=1)
+    torch.testing.assert_close(f.partials(a, [0, 4]), want, atol=1e-6, rtol=1e-6)
+    with pytest.raises(ValueError, match="columns 7:11 are outside"):
+        f.partials(a, [0, 7])
+
+
+def test_gather_sum_stacked():
+    from kangnn.nn.base import gather_sum, gather_sum_stacked
+
+    h = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    i, j = torch.tensor([0, 4, 4, 1]), torch.tensor([2, 2, 0, 1])
+    torch.testing.assert_close(gather_sum_stacked(h, i, j), h[i, 0] + h[j, 1])
+    torch.testing.assert_close(gather_sum(h[:, 0], i, h[:, 1], j), h[i, 0] + h[j, 1])
+    assert torch.autograd.gradcheck(lambda t: gather_sum_stacked(t, i, j), (h,))
+    empty = torch.tensor([], dtype=torch.long)
+    assert gather_sum_stacked(h, empty, empty).shape == (0, 3)
+
+
 def test_function_options():
     assert build_function("kan", 4, 3, hidden_channels=[5, 6]).widths == [4, 5, 6, 3]
     assert build_function("mlp", 4, 3, num_layers=1).widths == [4, 3]
@@ -163,6 +187,24 @@ def test_decomposed_equals_naive(name, function, aggr, edges):
         torch.testing.assert_close(xs[0].grad, xs[1].grad, atol=tol, rtol=tol)
         for p, q in zip(fast.parameters(), naive.parameters(), strict=True):
             torch.testing.assert_close(p.grad, q.grad, atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("name", ["mpnn", "gated"])
+def test_decomposed_equals_naive_after_grid_update(name):
+    """Grids fitted to directed edges differ between the target and source columns: the node
+    parts then take one expansion each instead of a shared one, with the same result."""
+    layer = make_layer(name, dtype=torch.float64)
+    x, edge_index, edge_attr = graph(dtype=torch.float64)
+    first = layer.message_fn.layers[0]
+    spans = [slice(0, C), slice(C, 2 * C)]
+    assert first._same_grids(spans)
+    layer.update_grid(3 * x, edge_index, edge_attr)
+    assert not first._same_grids(spans)
+    naive = copy.deepcopy(layer)
+    naive.decompose = False
+    torch.testing.assert_close(
+        layer(x, edge_index, edge_attr), naive(x, edge_index, edge_attr), atol=1e-10, rtol=1e-10
+    )
 
 
 def test_multi_aggregation_widths():

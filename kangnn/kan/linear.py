@@ -260,6 +260,48 @@ class KANLinear(nn.Module):
             )
         return self._run(x_part, slice(start, stop))
 
+    def partials(self, x_part: Tensor, starts: Sequence[int]) -> Tensor:
+        """:meth:`partial` of the same ``x_part`` at several column offsets, ``(*, S, out)``.
+
+        ``out[..., s, :] == partial(x_part, starts[s])``. When those column blocks have the same
+        grids (always, unless :meth:`update_grid` fitted them apart) the basis is expanded once
+        and multiplied with the blocks' weights side by side: a message layer's target and source
+        parts of one node feature matrix cost one expansion instead of two.
+        """
+        width = x_part.shape[-1]
+        blocks = []
+        for start in starts:
+            if start < 0 or start + width > self.in_features:
+                raise ValueError(
+                    f"columns {start}:{start + width} are outside the layer's "
+                    f"{self.in_features} inputs"
+                )
+            blocks.append(slice(start, start + width))
+        if not blocks:
+            raise ValueError("partials needs at least one column offset")
+        if not self._same_grids(blocks):
+            return torch.stack([self._run(x_part, cols) for cols in blocks], dim=-2)
+        shape = x_part.shape[:-1]
+        weight = torch.cat([self._weight(cols) for cols in blocks], dim=0)
+        x2 = x_part.reshape(-1, width)
+        out = _kan_apply(x2, weight, self.basis, blocks[0], self.base_activation)
+        return out.view(*shape, len(blocks), self.out_features)
+
+    def _same_grids(self, blocks: list[slice]) -> bool:
+        """Whether the column blocks have identical grids; cached per buffer version, so a GPU
+        pays the device sync of the comparison once per grid change, not once per call."""
+        lo, h = self.basis.lo, self.basis.h
+        spans = tuple((b.start, b.stop) for b in blocks)  # slices are unhashable before 3.12
+        key = (lo.data_ptr(), lo._version, h.data_ptr(), h._version, spans)
+        cache = self.__dict__.setdefault("_grid_cache", {})
+        if key not in cache:
+            first = blocks[0]
+            cache.clear()
+            cache[key] = all(
+                torch.equal(lo[first], lo[b]) and torch.equal(h[first], h[b]) for b in blocks[1:]
+            )
+        return cache[key]
+
     def edge_functions(self, x: Tensor) -> Tensor:
         r"""The learned univariate functions :math:`\phi_{q,p}(x)` on a 1-D grid ``x`` ``[P]``.
 

@@ -217,25 +217,20 @@ def sparse_targets(adj: Adj) -> Tensor:
 
 
 class _GatherSum(torch.autograd.Function):
-    """``a[i] + b[j]`` in one pass and one allocation (``embedding_bag`` on ``[a; b]``)."""
+    """``table[i] + table[j]`` in one pass and one allocation (``embedding_bag``)."""
 
     @staticmethod
-    def forward(ctx, a: Tensor, i: Tensor, b: Tensor, j: Tensor) -> Tensor:
+    def forward(ctx, table: Tensor, i: Tensor, j: Tensor) -> Tensor:
         ctx.save_for_backward(i, j)
-        ctx.sizes = (a.size(0), b.size(0))
-        index = torch.stack([i, j + a.size(0)], dim=1)
-        return F.embedding_bag(index, torch.cat([a, b], dim=0), mode="sum")
+        ctx.rows = table.size(0)
+        return F.embedding_bag(torch.stack([i, j], dim=1), table, mode="sum")
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         i, j = ctx.saved_tensors
-        n_a, n_b = ctx.sizes
-        grad_a = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_a = grad.new_zeros(n_a, grad.size(1)).index_add_(0, i, grad)
-        if ctx.needs_input_grad[2]:
-            grad_b = grad.new_zeros(n_b, grad.size(1)).index_add_(0, j, grad)
-        return grad_a, None, grad_b, None
+        grad_table = grad.new_zeros(ctx.rows, grad.size(1))
+        grad_table.index_add_(0, i, grad).index_add_(0, j, grad)
+        return grad_table, None, None
 
 
 def gather_sum(a: Tensor, i: Tensor, b: Tensor, j: Tensor) -> Tensor:
@@ -246,7 +241,20 @@ def gather_sum(a: Tensor, i: Tensor, b: Tensor, j: Tensor) -> Tensor:
     """
     if i.numel() == 0:
         return (a[:0] + b[:0]).reshape(0, a.size(1))
-    return _GatherSum.apply(a, i.long(), b, j.long())
+    return _GatherSum.apply(torch.cat([a, b], dim=0), i.long(), j.long() + a.size(0))
+
+
+def gather_sum_stacked(h: Tensor, i: Tensor, j: Tensor) -> Tensor:
+    """``h[i, 0] + h[j, 1]`` for ``h`` of shape ``[N, 2, F]`` (:func:`gather_sum` without the
+    concatenation: the rows of ``h.view(2 N, F)`` already alternate between the two parts)."""
+    if i.numel() == 0:
+        return h.new_zeros(0, h.size(-1)) + h[:0, 0]
+    return _GatherSum.apply(h.reshape(-1, h.size(-1)), 2 * i.long(), 2 * j.long() + 1)
+
+
+def split_parts(h: Tensor | PairTensor) -> PairTensor:
+    """``(source, target)`` node parts from what :meth:`KANMessagePassing.node_parts` returns."""
+    return (h[:, 1], h[:, 0]) if isinstance(h, Tensor) else h
 
 
 class KANMessagePassing(MessagePassing):
@@ -293,11 +301,17 @@ class KANMessagePassing(MessagePassing):
     # The helpers below serve layers whose ``message_fn`` reads ``[h_i || h_j || e_ij]``
     # (``_in_dst``, ``_in_src`` and ``edge_dim`` wide), with a ``decompose`` switch.
 
-    def node_parts(self, x_src: Tensor, x_dst: Tensor) -> PairTensor:
+    def node_parts(self, x_src: Tensor, x_dst: Tensor) -> Tensor | PairTensor:
         """What ``propagate`` hands to :meth:`edge_message`: with ``decompose`` the first layer's
-        contributions of the source and target features (once per node), else the features."""
+        contributions of the source and target features (once per node), else the features.
+
+        When source and target are one feature matrix both parts come from one basis expansion,
+        as an ``[N, 2, F]`` tensor (target part first); else a ``(source, target)`` pair.
+        """
         if not self.decompose:
             return x_src, x_dst
+        if x_src is x_dst:
+            return self.message_fn.partials(x_dst, [0, self._in_dst])
         return (
             self.message_fn.partial(x_src, self._in_dst),
             self.message_fn.partial(x_dst, 0, bias=True),
@@ -308,17 +322,24 @@ class KANMessagePassing(MessagePassing):
         return self.message_fn.partial(edge_attr, self._in_dst + self._in_src)
 
     def edge_message(
-        self, h: PairTensor, edge_index_i: Tensor, edge_index_j: Tensor, edge_attr: OptTensor
+        self,
+        h: Tensor | PairTensor,
+        edge_index_i: Tensor,
+        edge_index_j: Tensor,
+        edge_attr: OptTensor,
     ) -> Tensor:
         """``message_fn([h_i || h_j || e_ij])`` for every edge, from :meth:`node_parts`."""
-        h_src, h_dst = h
         if self.edge_dim is None:
             edge_attr = None  # e.g. the values of a weighted sparse adjacency
         if self.decompose:
-            y = gather_sum(h_dst, edge_index_i, h_src, edge_index_j)
+            if isinstance(h, Tensor):
+                y = gather_sum_stacked(h, edge_index_i, edge_index_j)
+            else:
+                y = gather_sum(h[1], edge_index_i, h[0], edge_index_j)
             if edge_attr is not None:
                 y = y.add_(self.edge_part(edge_attr))
             return self.message_fn.rest(y)
+        h_src, h_dst = h
         z = [h_dst.index_select(0, edge_index_i), h_src.index_select(0, edge_index_j)]
         if edge_attr is not None:
             z.append(edge_attr)

@@ -7,6 +7,8 @@ changes one thing only:
 * ``partial(x_part, start, bias=False)``: the first layer's contribution of the input columns
   ``start : start + x_part.shape[-1]`` (a KAN layer and a linear layer are both additive over
   their inputs); ``bias=True`` adds the first layer's bias, which must be added exactly once;
+* ``partials(x_part, starts)``: ``partial`` of one ``x_part`` at several offsets, stacked as
+  ``[N, len(starts), out]``, in one product (the bias goes to the first offset);
 * ``rest(y)``: everything after the first layer's output ``y``;
 
 so that ``f(cat([a, b], -1)) == f.rest(f.partial(a, 0, bias=True) + f.partial(b, a.shape[-1]))``.
@@ -53,6 +55,10 @@ class KANFunction(KAN):
         A KAN layer has no bias, so ``bias`` changes nothing.
         """
         return self.layers[0].partial(x_part, start)
+
+    def partials(self, x_part: Tensor, starts: Sequence[int]) -> Tensor:
+        """``[N, len(starts), out]``: :meth:`partial` at each offset, from one basis expansion."""
+        return self.layers[0].partials(x_part, starts)
 
     def rest(self, y: Tensor) -> Tensor:
         """The layers after the first, applied to the first layer's output ``y``."""
@@ -101,6 +107,23 @@ class MLPFunction(nn.Module):
             )
         b = first.bias if bias else None
         return F.linear(x_part, first.weight[:, start:stop], b)
+
+    def partials(self, x_part: Tensor, starts: Sequence[int]) -> Tensor:
+        """``[N, len(starts), out]``: :meth:`partial` at each offset (the bias added to the first
+        one only) as one matrix product."""
+        first = self.layers[0]
+        width = x_part.shape[-1]
+        for start in starts:
+            if start < 0 or start + width > first.in_features:
+                raise ValueError(
+                    f"columns {start}:{start + width} are outside the layer's "
+                    f"{first.in_features} inputs"
+                )
+        weight = torch.cat([first.weight[:, s : s + width] for s in starts], dim=0)
+        bias = first.bias
+        if bias is not None:
+            bias = torch.cat([bias, bias.new_zeros((len(starts) - 1) * bias.numel())])
+        return F.linear(x_part, weight, bias).unflatten(-1, (len(starts), first.out_features))
 
     def rest(self, y: Tensor) -> Tensor:
         """The layers after the first (each preceded by the activation) applied to ``y``."""

@@ -95,9 +95,11 @@ class KANGatedConv(KANMessagePassing):
         self, x: Tensor | PairTensor, edge_index: Adj, edge_attr: OptTensor = None
     ) -> Tensor:
         x_src, x_dst, edge_attr = self.check_inputs(x, edge_index, edge_attr, self.edge_dim)
-        h_src, h_dst = self.node_parts(x_src, x_dst)
         out = self.propagate(
-            edge_index, h=(h_src, h_dst), edge_attr=edge_attr, size=(x_src.size(0), x_dst.size(0))
+            edge_index,
+            h=self.node_parts(x_src, x_dst),
+            edge_attr=edge_attr,
+            size=(x_src.size(0), x_dst.size(0)),
         )
         if self.lin_aggr is not None:
             out = self.lin_aggr(out)
@@ -121,7 +123,7 @@ class KANGatedConv(KANMessagePassing):
 
     def message(
         self,
-        h: PairTensor,
+        h: Tensor | PairTensor,
         edge_index_i: Tensor,
         edge_index_j: Tensor,
         edge_attr: OptTensor = None,

@@ -13,6 +13,7 @@ from kangnn.nn.base import (
     _pair,
     sparse_aggregate,
     sparse_targets,
+    split_parts,
 )
 from kangnn.nn.functions import build_function
 
@@ -140,14 +141,16 @@ class KANMPNNConv(KANMessagePassing):
     def _aggregated(
         self, x_src: Tensor, x_dst: Tensor, edge_index: Adj, edge_attr: OptTensor
     ) -> Tensor:
-        h_src, h_dst = self.node_parts(x_src, x_dst)
         return self.propagate(
-            edge_index, h=(h_src, h_dst), edge_attr=edge_attr, size=(x_src.size(0), x_dst.size(0))
+            edge_index,
+            h=self.node_parts(x_src, x_dst),
+            edge_attr=edge_attr,
+            size=(x_src.size(0), x_dst.size(0)),
         )
 
     def message(
         self,
-        h: PairTensor,
+        h: Tensor | PairTensor,
         edge_index_i: Tensor,
         edge_index_j: Tensor,
         edge_attr: OptTensor = None,
@@ -155,11 +158,11 @@ class KANMPNNConv(KANMessagePassing):
         return self.edge_message(h, edge_index_i, edge_index_j, edge_attr)
 
     def message_and_aggregate(
-        self, adj_t: Adj, h: PairTensor, edge_attr: OptTensor = None
+        self, adj_t: Adj, h: Tensor | PairTensor, edge_attr: OptTensor = None
     ) -> Tensor:
         # Only reached with decompose=True, a one-layer message and sum/mean aggregation:
         # sum_j (A(h_i) + B(h_j) + C(e_ij)) = deg_i A(h_i) + (Adj B(h))_i + sum_j C(e_ij).
-        h_src, h_dst = h
+        h_src, h_dst = split_parts(h)
         reduce = SIMPLE_AGGRS[self.aggr]
         out, deg = sparse_aggregate(adj_t, h_src, reduce)
         weight = deg if reduce == "sum" else (deg > 0).to(deg.dtype)
