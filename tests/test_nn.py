@@ -207,6 +207,24 @@ def test_decomposed_equals_naive_after_grid_update(name):
     )
 
 
+@pytest.mark.parametrize("name", LAYERS)
+def test_aggregated_messages(name):
+    """The message half of forward, against the formula evaluated edge by edge."""
+    layer = make_layer(name, dtype=torch.float64)
+    x, edge_index, edge_attr = graph(dtype=torch.float64)
+    j, i = edge_index
+    if name == "gin":
+        msg = x[j]
+    elif name == "gine":
+        msg = (x[j] + layer.lin(edge_attr)).relu()
+    else:
+        z = layer.message_fn(torch.cat([x[i], x[j], edge_attr], dim=-1))
+        msg = z if name == "mpnn" else z[:, C:].sigmoid() * z[:, :C]
+    want = torch.zeros(x.size(0), msg.size(1), dtype=x.dtype).index_add_(0, i, msg)
+    got = layer.aggregated_messages(x, edge_index, edge_attr if name != "gin" else None)
+    torch.testing.assert_close(got, want, atol=1e-12, rtol=1e-12)
+
+
 def test_multi_aggregation_widths():
     layer = KANMPNNConv(C, C, D, message_channels=5, aggr=["sum", "mean", "max"])
     assert layer.update_fn.in_channels == C + 3 * 5
@@ -533,7 +551,7 @@ def test_conv_bench_smoke(tmp_path):
 
     out = tmp_path / "conv.json"
     payload = conv.run([
-        "--quick", "--nodes", "300", "--degree", "3", "--batch-size", "4", "--hidden", "8",
+        "--quick", "--nodes", "300", "--degree", "3", "6", "--batch-size", "4", "--hidden", "8",
         "--edge-dim", "4", "--repeats", "1", "--large-repeats", "1", "--warmup", "0",
         "--device", "cpu", "--out", str(out),
     ])  # fmt: skip
@@ -546,11 +564,26 @@ def test_conv_bench_smoke(tmp_path):
     assert {(r["layer"], r["variant"]) for r in saved["results"]} == {
         (layer, v) for layer in ("mpnn", "gated") for v in ("kan", "kan-naive", "mlp")
     }
+    assert {r["degree"] for r in saved["ratios"] if r["setting"] == "synthetic"} == {3.0, 6.0}
     for row in saved["ratios"]:
-        for key in ("decompose_speedup", "time_vs_mlp", "memory_vs_mlp"):
+        for key in ("message_speedup", "decompose_speedup", "time_vs_mlp", "memory_vs_mlp"):
             assert math.isfinite(row[key]) and row[key] > 0
+        # Decomposing removes per-edge work only: the bound exceeds 1 and grows with the degree.
+        assert row["message_bound"] > 1 and row["decompose_bound"] > 1
     for row in saved["results"]:
         assert row["max_abs_diff_vs_kan"] < 1e-4
+    # Without edge features and with a one-layer message the message work is all per node: the
+    # multiply-add bound of the message is then the average degree.
+    payload = conv.run([
+        "--nodes", "200", "--degree", "4", "--csv", str(tmp_path / "none.csv"), "--hidden", "8",
+        "--edge-dim", "0", "--message-layers", "1", "--repeats", "1", "--large-repeats", "1",
+        "--device", "cpu", "--out", str(out),
+    ])  # fmt: skip
+    assert payload["notes"] and {r["setting"] for r in payload["results"]} == {"synthetic"}
+    for row in payload["ratios"]:
+        assert row["message_bound"] == pytest.approx(4.0)
+    widths = {r["layer"]: r["widths"] for r in payload["results"] if r["variant"] == "kan"}
+    assert widths == {"mpnn": "16-8", "gated": "16-16"}
 
 
 @pytest.mark.parametrize("name", LAYERS)

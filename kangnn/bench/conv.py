@@ -3,8 +3,10 @@
 ``python -m kangnn.bench conv [--csv FILE | --data-root DIR] [--quick] [--out FILE]``
 
 For :class:`~kangnn.nn.KANMPNNConv` and :class:`~kangnn.nn.KANGatedConv` it measures the
-forward+backward time and the peak memory of one layer in three variants, all in one process and
-interleaved round by round:
+forward+backward time and the peak memory of one layer, and the forward+backward time of its
+message half alone (:meth:`~kangnn.nn.KANMPNNConv.aggregated_messages`: node parts, per-edge
+messages, aggregation; the MPNN's update function is left out), in three variants, all in one
+process and interleaved round by round:
 
 * ``kan``: ``function="kan"``, ``decompose=True`` (node parts once per node);
 * ``kan-naive``: the same weights with ``decompose=False`` (the whole KAN message per edge);
@@ -13,8 +15,9 @@ interleaved round by round:
   by a two-layer MLP: a single linear map has no width to tune.
 
 on (a) a batch of 128 real ESOL molecules and (b) a random graph of 100k nodes with average
-in-degree 10. Node features are random floats of width ``--hidden`` and edge features of width
-``--edge-dim`` (the benchmark measures the layer, not the atom and bond encoders).
+in-degree 10 (``--degree`` takes several values for a sweep). Node features are random floats of
+width ``--hidden`` and edge features of width ``--edge-dim`` (0: layers without edge features);
+the benchmark measures the layer, not the atom and bond encoders.
 
 The ratios table also gives the multiply-accumulate ratio of the naive and the decomposed layer
 (:func:`layer_macs`): the decomposition removes per-edge work only, so this is the most it can
@@ -58,14 +61,21 @@ SHARED_DATA = Path("/work/shared/data")
 TARGETS = {"decompose_speedup": 5.0, "time_vs_mlp": 1.5, "memory_vs_mlp": 2.0}
 
 
-def build_layers(kind: str, hidden: int, edge_dim: int) -> dict[str, nn.Module]:
-    """The three variants of one layer kind; ``kan-naive`` shares ``kan``'s weights."""
+def build_layers(
+    kind: str, hidden: int, edge_dim: int | None, message_layers: int = 2
+) -> dict[str, nn.Module]:
+    """The three variants of one layer kind; ``kan-naive`` shares ``kan``'s weights.
+
+    ``edge_dim`` 0 or ``None`` builds layers without edge features; ``message_layers`` is the
+    depth of the MPNN's message function.
+    """
+    edge_dim = edge_dim or None
     if kind == "mpnn":
 
         def make(function: str, width: int | None = None) -> nn.Module:
             return KANMPNNConv(
                 hidden, hidden, edge_dim, function=function, hidden_channels=width,
-                message_channels=hidden,
+                message_channels=hidden, message_layers=message_layers,
             )  # fmt: skip
 
         mlp_layers = {}
@@ -149,21 +159,31 @@ def measure_setting(
     torch.manual_seed(0)
     edge_index = edge_index.to(device)
     x = torch.randn(num_nodes, args.hidden, device=device, requires_grad=True)
-    edge_attr = torch.randn(edge_index.size(1), args.edge_dim, device=device, requires_grad=True)
+    edge_attr = None
+    inputs = [x]
+    if args.edge_dim:
+        edge_attr = torch.randn(edge_index.size(1), args.edge_dim, device=device)
+        inputs.append(edge_attr.requires_grad_(True))
+    degree = edge_index.size(1) / max(num_nodes, 1)
     rows = []
     for kind in args.layers:
-        layers = {
-            k: m.to(device) for k, m in build_layers(kind, args.hidden, args.edge_dim).items()
-        }
+        built = build_layers(kind, args.hidden, args.edge_dim, args.message_layers)
+        layers = {k: m.to(device) for k, m in built.items()}
         with torch.no_grad():
             ref = layers["kan"](x, edge_index, edge_attr)
             err = (layers["kan-naive"](x, edge_index, edge_attr) - ref).abs().max().item()
         cases = {
-            v: ((lambda m=m: m(x, edge_index, edge_attr).square().mean()), [*m.parameters(), x,
-                edge_attr])
+            v: ((lambda m=m: m(x, edge_index, edge_attr).square().mean()), [*m.parameters(),
+                *inputs])
+            for v, m in layers.items()
+        }  # fmt: skip
+        message_cases = {
+            v: ((lambda m=m: m.aggregated_messages(x, edge_index, edge_attr).square().mean()),
+                [*m.parameters(), *inputs])
             for v, m in layers.items()
         }  # fmt: skip
         times = time_interleaved(cases, device, repeats=repeats, warmup=warmup)
+        message_times = time_interleaved(message_cases, device, repeats=repeats, warmup=0)
         # The cases have just run, so on CPU the warm-up step of peak_memory is skipped on the
         # large graph (it would add a third slow step per case); the profiled step is unchanged.
         skip = device.type == "cpu" and name == "synthetic"
@@ -179,10 +199,14 @@ def measure_setting(
                 "variant": variant,
                 "nodes": num_nodes,
                 "edges": edge_index.size(1),
+                "degree": round(degree, 2),
+                "edge_dim": args.edge_dim,
                 "params": count_parameters(module),
                 "widths": "-".join(map(str, module.message_fn.widths)),
                 "macs": layer_macs(module, num_nodes, edge_index.size(1)),
+                "message_macs": layer_macs(module, num_nodes, edge_index.size(1), update=False),
                 "time_ms": times[variant] * 1e3,
+                "message_ms": message_times[variant] * 1e3,
                 "peak_mb": peaks[variant] / 2**20,
                 "max_abs_diff_vs_kan": err if variant == "kan-naive" else 0.0,
             })  # fmt: skip
@@ -190,13 +214,13 @@ def measure_setting(
     return rows
 
 
-def layer_macs(module: nn.Module, num_nodes: int, num_edges: int) -> int:
+def layer_macs(module: nn.Module, num_nodes: int, num_edges: int, update: bool = True) -> int:
     """Multiply-accumulates of one forward pass of the layer's functions, per unit of ``K + 1``.
 
     Counts ``in * out`` per layer and row: per edge the whole message function (naive) or its
-    edge part and later layers (decomposed), per node the node parts and the update function. A
-    KAN layer costs ``K + 1`` times its count, an MLP layer once, so the ratio of two counts of
-    the same function kind bounds the speedup that removing the work can give.
+    edge part and later layers (decomposed), per node the node parts and (with ``update``) the
+    update function. A KAN layer costs ``K + 1`` times its count, an MLP layer once, so the ratio
+    of two counts of the same function kind bounds the speedup that removing the work can give.
     """
     widths = module.message_fn.widths
     later = sum(a * b for a, b in zip(widths[1:-1], widths[2:], strict=True))
@@ -206,9 +230,10 @@ def layer_macs(module: nn.Module, num_nodes: int, num_edges: int) -> int:
         per_node = (widths[0] - edge) * widths[1]
     else:
         per_edge, per_node = widths[0] * widths[1] + later, 0
-    update = getattr(module, "update_fn", None)
-    if update is not None:
-        per_node += sum(a * b for a, b in zip(update.widths[:-1], update.widths[1:], strict=True))
+    update_fn = getattr(module, "update_fn", None)
+    if update and update_fn is not None:
+        widths = update_fn.widths
+        per_node += sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=True))
     return num_edges * per_edge + num_nodes * per_node
 
 
@@ -226,17 +251,20 @@ def _profiled_only(fn: Callable[[], Tensor], params: list[Tensor]) -> Callable[[
 def ratios(rows: list[dict]) -> list[dict]:
     """Per setting, device and layer: the decomposition speedup and the KAN/MLP ratios."""
     out = []
-    keys = sorted({(r["setting"], r["device"], r["layer"]) for r in rows})
-    for setting, dev, layer in keys:
-        by = {r["variant"]: r for r in rows if (r["setting"], r["device"], r["layer"]) ==
-              (setting, dev, layer)}  # fmt: skip
+    keys = sorted({(r["setting"], r["degree"], r["device"], r["layer"]) for r in rows})
+    for setting, degree, dev, layer in keys:
+        by = {r["variant"]: r for r in rows if (r["setting"], r["degree"], r["device"],
+              r["layer"]) == (setting, degree, dev, layer)}  # fmt: skip
         if not all(v in by for v in VARIANTS):
             continue
         kan, naive, mlp = by["kan"], by["kan-naive"], by["mlp"]
         row = {
             "setting": setting,
+            "degree": degree,
             "device": dev,
             "layer": layer,
+            "message_speedup": naive["message_ms"] / kan["message_ms"],
+            "message_bound": naive["message_macs"] / kan["message_macs"],
             "decompose_speedup": naive["time_ms"] / kan["time_ms"],
             "decompose_bound": naive["macs"] / kan["macs"],
             "decompose_memory_saving": naive["peak_mb"] / max(kan["peak_mb"], 1e-9),
@@ -244,7 +272,7 @@ def ratios(rows: list[dict]) -> list[dict]:
             "memory_vs_mlp": kan["peak_mb"] / max(mlp["peak_mb"], 1e-9),
         }
         row["meets_targets"] = (
-            row["decompose_speedup"] >= TARGETS["decompose_speedup"]
+            row["message_speedup"] >= TARGETS["decompose_speedup"]
             and row["time_vs_mlp"] <= TARGETS["time_vs_mlp"]
             and row["memory_vs_mlp"] <= TARGETS["memory_vs_mlp"]
         )
@@ -263,10 +291,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=128, help="molecules per ESOL batch")
     p.add_argument("--nodes", type=int, default=100_000, help="nodes of the synthetic graph")
     p.add_argument(
-        "--degree", type=float, default=10.0, help="average in-degree of the synthetic graph"
-    )
+        "--degree", type=float, nargs="+", default=[10.0],
+        help="average in-degree of the synthetic graph (several: one graph each)",
+    )  # fmt: skip
     p.add_argument("--hidden", type=int, default=64, help="node feature and KAN hidden width")
-    p.add_argument("--edge-dim", type=int, default=16, help="edge feature width")
+    p.add_argument("--edge-dim", type=int, default=16, help="edge feature width (0: none)")
+    p.add_argument(
+        "--message-layers", type=int, default=2, help="layers of the MPNN's message function"
+    )
     p.add_argument("--layers", nargs="+", default=list(LAYERS), choices=LAYERS)
     p.add_argument("--repeats", type=int, default=10, help="timed rounds on the ESOL batch")
     p.add_argument(
@@ -310,8 +342,9 @@ def run(argv: list[str] | None = None) -> dict:
     else:
         batch = esol_batch(esol, args.batch_size)
         settings.append(("esol", batch.edge_index, batch.num_nodes, args.repeats, args.warmup))
-    settings.append(("synthetic", random_graph(args.nodes, args.degree), args.nodes,
-                     args.large_repeats, args.large_warmup))  # fmt: skip
+    for degree in args.degree:
+        settings.append(("synthetic", random_graph(args.nodes, degree), args.nodes,
+                         args.large_repeats, args.large_warmup))  # fmt: skip
     rows: list[dict] = []
     for device in devs:
         for name, edge_index, num_nodes, repeats, warmup in settings:
@@ -319,14 +352,16 @@ def run(argv: list[str] | None = None) -> dict:
     summary = ratios(rows)
     cols = [("setting", "setting"), ("device", "device"), ("layer", "layer"),
             ("variant", "variant"), ("nodes", "nodes"), ("edges", "edges"),
-            ("widths", "message widths"), ("params", "params"), ("time_ms", "time ms"),
-            ("peak_mb", "peak MB")]  # fmt: skip
+            ("widths", "message widths"), ("params", "params"), ("time_ms", "layer ms"),
+            ("message_ms", "message ms"), ("peak_mb", "peak MB")]  # fmt: skip
     print(format_table(rows, cols))
     print()
     print(format_table(summary, [
-        ("setting", "setting"), ("device", "device"), ("layer", "layer"),
-        ("decompose_speedup", f"naive/decomposed time (>= {TARGETS['decompose_speedup']:g})"),
-        ("decompose_bound", "naive/decomposed MACs (bound)"),
+        ("setting", "setting"), ("degree", "degree"), ("device", "device"), ("layer", "layer"),
+        ("message_speedup", f"message naive/decomposed (>= {TARGETS['decompose_speedup']:g})"),
+        ("message_bound", "message MACs bound"),
+        ("decompose_speedup", "layer naive/decomposed"),
+        ("decompose_bound", "layer MACs bound"),
         ("decompose_memory_saving", "naive/decomposed memory"),
         ("time_vs_mlp", f"KAN/MLP time (<= {TARGETS['time_vs_mlp']:g})"),
         ("memory_vs_mlp", f"KAN/MLP memory (<= {TARGETS['memory_vs_mlp']:g})"),

@@ -301,6 +301,26 @@ class KANMessagePassing(MessagePassing):
     # The helpers below serve layers whose ``message_fn`` reads ``[h_i || h_j || e_ij]``
     # (``_in_dst``, ``_in_src`` and ``edge_dim`` wide), with a ``decompose`` switch.
 
+    def aggregated_messages(
+        self, x: Tensor | PairTensor, edge_index: Adj, edge_attr: OptTensor = None
+    ) -> Tensor:
+        r"""The message half of ``forward``: :math:`\bigoplus_{j} \mathbf{m}_{ij}` for every
+        target node, ``[num_target_nodes, aggregated width]``, before the update."""
+        return self._aggregated(x, edge_index, edge_attr)[-1]
+
+    def _aggregated(
+        self, x: Tensor | PairTensor, edge_index: Adj, edge_attr: OptTensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(x_source, x_target, aggregated messages)`` of a layer with a ``message_fn``."""
+        x_src, x_dst, edge_attr = self.check_inputs(x, edge_index, edge_attr, self.edge_dim)
+        out = self.propagate(
+            edge_index,
+            h=self.node_parts(x_src, x_dst),
+            edge_attr=edge_attr,
+            size=(x_src.size(0), x_dst.size(0)),
+        )
+        return x_src, x_dst, out
+
     def node_parts(self, x_src: Tensor, x_dst: Tensor) -> Tensor | PairTensor:
         """What ``propagate`` hands to :meth:`edge_message`: with ``decompose`` the first layer's
         contributions of the source and target features (once per node), else the features.

@@ -94,13 +94,7 @@ class KANGatedConv(KANMessagePassing):
     def forward(
         self, x: Tensor | PairTensor, edge_index: Adj, edge_attr: OptTensor = None
     ) -> Tensor:
-        x_src, x_dst, edge_attr = self.check_inputs(x, edge_index, edge_attr, self.edge_dim)
-        out = self.propagate(
-            edge_index,
-            h=self.node_parts(x_src, x_dst),
-            edge_attr=edge_attr,
-            size=(x_src.size(0), x_dst.size(0)),
-        )
+        _, x_dst, out = self._aggregated(x, edge_index, edge_attr)
         if self.lin_aggr is not None:
             out = self.lin_aggr(out)
         root = x_dst if self.lin_root is None else self.lin_root(x_dst)

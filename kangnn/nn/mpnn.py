@@ -117,8 +117,7 @@ class KANMPNNConv(KANMessagePassing):
     def forward(
         self, x: Tensor | PairTensor, edge_index: Adj, edge_attr: OptTensor = None
     ) -> Tensor:
-        x_src, x_dst, edge_attr = self.check_inputs(x, edge_index, edge_attr, self.edge_dim)
-        out = self._aggregated(x_src, x_dst, edge_index, edge_attr)
+        _, x_dst, out = self._aggregated(x, edge_index, edge_attr)
         return self.update_fn(torch.cat([x_dst, out], dim=-1))
 
     @torch.no_grad()
@@ -135,18 +134,8 @@ class KANMPNNConv(KANMessagePassing):
         z = self.edge_inputs(x_src, x_dst, edge_index, edge_attr)
         if z.size(0) > 0:
             self.message_fn.update_grid(z, **kwargs)
-        out = self._aggregated(x_src, x_dst, edge_index, edge_attr)
+        _, _, out = self._aggregated(x, edge_index, edge_attr)
         self.update_fn.update_grid(torch.cat([x_dst, out], dim=-1), **kwargs)
-
-    def _aggregated(
-        self, x_src: Tensor, x_dst: Tensor, edge_index: Adj, edge_attr: OptTensor
-    ) -> Tensor:
-        return self.propagate(
-            edge_index,
-            h=self.node_parts(x_src, x_dst),
-            edge_attr=edge_attr,
-            size=(x_src.size(0), x_dst.size(0)),
-        )
 
     def message(
         self,
