@@ -9,7 +9,7 @@ import torch
 from torch.func import functional_call
 
 from kangnn import KAN, KANLinear
-from kangnn.kan import BASES, Basis
+from kangnn.kan import BASES, Basis, set_fused
 from kangnn.kan.reference import RecursiveKANLinear, bspline_recursive, knots_of
 
 
@@ -87,6 +87,78 @@ def test_large_batch_uses_row_blocks_and_agrees():
     ref = RecursiveKANLinear.from_layer(layer)
     x = torch.randn(20000, 64, dtype=torch.float64)
     torch.testing.assert_close(layer(x), ref(x), atol=1e-10, rtol=0)
+
+
+@pytest.fixture
+def eager_and_fused():
+    """Run a layer on the eager path and on the fused kernels; restores the setting."""
+    from kangnn.kan import fused
+
+    def run(fn, use_fused):
+        set_fused(use_fused)
+        try:
+            return fn()
+        finally:
+            set_fused(True)
+
+    yield run
+    fused._state["failed"] = None
+
+
+@pytest.mark.parametrize("order,grid_size", [(1, 3), (2, 1), (3, 5), (4, 4)])
+@pytest.mark.parametrize("act", ["silu", "tanh"])
+def test_fused_kernels_equal_eager_path(order, grid_size, act, eager_and_fused, monkeypatch):
+    from kangnn.kan import fused
+
+    calls = []
+    real = fused._run
+    monkeypatch.setattr(fused, "_run", lambda *a: calls.append(a[0]) or real(*a))
+    torch.manual_seed(order)
+    layer = KANLinear(5, 3, grid_size=grid_size, spline_order=order, base_activation=act)
+    # Inside, on the knots of, at the edges of and far outside the grid; float32 and float64.
+    knots = layer.basis.lo[0] + layer.basis.h[0] * torch.arange(-order, grid_size + order + 1)
+    x = torch.cat([torch.randn(300, 5) * 1.5, knots.repeat(5, 1).T, torch.full((2, 5), 1e9)])
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
+        layer = layer.to(dtype)
+        xs = x.to(dtype)
+        w = torch.randn(len(x), 3, dtype=dtype)
+
+        def outputs(layer=layer, xs=xs, w=w):
+            xr = xs.clone().requires_grad_(True)
+            y = layer(xr)
+            grads = torch.autograd.grad((y * w).sum(), [xr, layer.base_weight, layer.spline_weight])
+            return [y, *grads]
+
+        eager = eager_and_fused(outputs, False)
+        assert not calls
+        fast = eager_and_fused(outputs, True)
+        assert calls.count("features") == 2 and calls.count("spline_grad") == 1
+        calls.clear()
+        if order == 1 and dtype == torch.float32:
+            # On a knot a hat function has a kink, and float rounding decides which side's
+            # slope an input gets (the kernels round x / h + shift differently).
+            eager[1], fast[1] = eager[1][:300], fast[1][:300]
+        for a, b in zip(eager, fast, strict=True):
+            torch.testing.assert_close(b, a, atol=tol * max(1.0, a.abs().max().item()), rtol=0)
+
+
+def test_fused_kernels_fall_back_when_they_cannot_compile(eager_and_fused, monkeypatch):
+    from kangnn.kan import fused
+
+    torch.manual_seed(0)
+    layer = KANLinear(4, 2)
+    x = torch.randn(50, 4)
+    want = eager_and_fused(lambda: layer(x), False)
+
+    def broken(*args):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(fused, "_compiled", lambda *a: broken)
+    with pytest.warns(RuntimeWarning, match=r"could not be compiled \(RuntimeError: no C\+\+ "
+                      r"compiler found\); using the eager path"):  # fmt: skip
+        got = layer(x)
+    torch.testing.assert_close(got, want)
+    assert not fused.fused_enabled(x)  # one warning, then the eager path without retrying
 
 
 @pytest.mark.parametrize("basis", list(BASES))

@@ -9,6 +9,7 @@ from kangnn.kan.basis import (
     RBFBasis,
     make_basis,
 )
+from kangnn.kan.fused import set_fused
 from kangnn.kan.linear import KAN, KANLinear
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "KANLinear",
     "RBFBasis",
     "make_basis",
+    "set_fused",
 ]

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from kangnn.kan import fused
 from kangnn.kan.basis import Basis, BSplineBasis, make_basis
 
 # E[silu(z)^2] for z ~ N(0, 1), used to keep the base branch variance-preserving at init.
@@ -69,6 +70,33 @@ def _activation_grad(x: Tensor, grad: Tensor, act: str) -> Tensor:
         return torch.autograd.grad(_ACTIVATIONS[act](xr), xr, grad)[0]
 
 
+def _fused_features(x: Tensor, basis: BSplineBasis, layout, act: str) -> Tensor | None:
+    """:func:`_features` by the fused kernel (``None`` where it cannot be compiled)."""
+    return fused.features(
+        x, _ACTIVATIONS[act](x), layout.shift, layout.inv_h, basis.num_functions, basis.order
+    )
+
+
+def _fused_backward(x, grad_out, weight, basis, layout, act, grad_x, grad_w, rows) -> bool:
+    """One row block of :class:`_KANFunction`'s backward by the fused kernels; ``False`` (nothing
+    written) where they cannot be compiled."""
+    K, order = basis.num_functions, basis.order
+    feats = None
+    if grad_w is not None:
+        feats = _fused_features(x, basis, layout, act)
+        if feats is None:
+            return False
+    if grad_x is not None:
+        g = grad_out.mm(weight)
+        spline = fused.spline_grad(x, g, layout.shift, layout.inv_h, K, order)
+        if spline is None:
+            return False
+        grad_x[rows] = _activation_grad(x, g[:, :: K + 1], act).add_(spline)
+    if feats is not None:
+        grad_w.addmm_(grad_out.t(), feats)
+    return True
+
+
 class _KANFunction(torch.autograd.Function):
     """``y = [act(x) | B(x)] @ W^T`` saving only ``x`` and ``W``; the basis is rebuilt in backward.
 
@@ -88,9 +116,13 @@ class _KANFunction(torch.autograd.Function):
         blocks = _row_blocks(x, weight.shape[1])
         # One workspace for all blocks: no fresh pages per block.
         buf = x.new_empty(blocks[0].stop if blocks else 0, weight.shape[1] + 1)
+        use_fused = spline and fused.fused_enabled(x)
         for b in blocks:
-            located = basis.locate(x[b], layout) if spline else None
-            torch.mm(_features(x[b], basis, cols, act, located, buf), wt, out=out[b])
+            feats = _fused_features(x[b], basis, layout, act) if use_fused else None
+            if feats is None:
+                located = basis.locate(x[b], layout) if spline else None
+                feats = _features(x[b], basis, cols, act, located, buf)
+            torch.mm(feats, wt, out=out[b])
         return out
 
     @staticmethod
@@ -108,8 +140,11 @@ class _KANFunction(torch.autograd.Function):
         layout = basis.layout(cols, S, 1) if spline else None
         blocks = _row_blocks(x, weight.shape[1])
         buf = x.new_empty(blocks[0].stop if blocks else 0, weight.shape[1] + 1) if need_w else None
+        use_fused = spline and fused.fused_enabled(x)
         for b in blocks:
             xb, gb = x[b], grad_out[b]
+            if use_fused and _fused_backward(xb, gb, weight, basis, layout, act, grad_x, grad_w, b):
+                continue
             # Locate the B-splines once for both the features and their derivatives.
             located = basis.locate(xb, layout) if spline else None
             if need_w:
