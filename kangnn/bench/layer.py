@@ -1,6 +1,9 @@
 """Layer benchmark: ``KANLinear`` per basis vs a parameter-matched MLP and the plain recursion.
 
-``python -m kangnn.bench layer [--batch 16384] [--width 64] [--threads 1 2] [--out FILE]``
+``python -m kangnn.bench layer [--batch 2048 16384] [--width 64] [--threads 1 2] [--out FILE]``
+
+``kan-bspline`` runs the fused B-spline kernels where they apply (CPU), ``kan-bspline-eager`` the
+same layer on the eager path (:func:`kangnn.kan.set_fused`), measured side by side.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import torch
 from torch import nn
 
 from kangnn.bench.common import devices, peak_memory, report, time_interleaved
-from kangnn.kan import BASES, KANLinear
+from kangnn.kan import BASES, KANLinear, set_fused
 from kangnn.kan.reference import RecursiveKANLinear
 from kangnn.utils import count_parameters, match_width
 
@@ -30,30 +33,44 @@ def build_cases(args: argparse.Namespace, device: torch.device) -> dict[str, nn.
     target = count_parameters(models["kan-bspline"])
     hidden = match_width(lambda h: mlp(args.width, h, args.width), target)
     models["mlp"] = mlp(args.width, hidden, args.width)
+    models["kan-bspline-eager"] = models["kan-bspline"]  # the same layer, fused kernels off
     if not args.no_reference:
         models["kan-recursion"] = RecursiveKANLinear.from_layer(models["kan-bspline"])
     return {k: m.to(device) for k, m in models.items()}
 
 
-def run_case(args: argparse.Namespace, device: torch.device, threads: int) -> list[dict]:
-    """Time and measure every contender at one thread count on one device."""
+def run_case(
+    args: argparse.Namespace, device: torch.device, threads: int, batch: int
+) -> list[dict]:
+    """Time and measure every contender at one thread count and batch size on one device."""
     torch.manual_seed(0)
     models = build_cases(args, device)
-    x = (torch.rand(args.batch, args.width, device=device) * 2 - 1).requires_grad_(True)
-    cases = {
-        name: ((lambda m=m: m(x).sum()), [*m.parameters(), x]) for name, m in models.items()
-    }
-    times = time_interleaved(cases, device, repeats=args.repeats, warmup=args.warmup)
+    x = (torch.rand(batch, args.width, device=device) * 2 - 1).requires_grad_(True)
+
+    def case(name: str, m: nn.Module):
+        def fn():
+            # Each step sets the switch for its own forward and backward (they run back to back).
+            set_fused(not name.endswith("-eager"))
+            return m(x).sum()
+
+        return fn, [*m.parameters(), x]
+
+    cases = {name: case(name, m) for name, m in models.items()}
+    try:
+        times = time_interleaved(cases, device, repeats=args.repeats, warmup=args.warmup)
+        peaks = {name: peak_memory(*cases[name], device) for name in models}
+    finally:
+        set_fused(True)
     rows = []
     for name, model in models.items():
-        fn, params = cases[name]
         rows.append({
             "device": device.type,
             "threads": threads,
+            "batch": batch,
             "model": name,
             "params": count_parameters(model),
             "time_ms": times[name] * 1e3,
-            "peak_mb": peak_memory(fn, params, device) / 2**20,
+            "peak_mb": peaks[name] / 2**20,
         })
     base = next(r for r in rows if r["model"] == "mlp")
     for r in rows:
@@ -63,7 +80,8 @@ def run_case(args: argparse.Namespace, device: torch.device, threads: int) -> li
 
 
 COLUMNS = [
-    ("device", "device"), ("threads", "threads"), ("model", "model"), ("params", "params"),
+    ("device", "device"), ("threads", "threads"), ("batch", "batch"), ("model", "model"),
+    ("params", "params"),
     ("time_ms", "fwd+bwd ms"), ("time_vs_mlp", "time / MLP"), ("peak_mb", "peak MiB"),
     ("mem_vs_mlp", "memory / MLP"),
 ]
@@ -71,7 +89,7 @@ COLUMNS = [
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="kangnn bench layer", description=__doc__.splitlines()[0])
-    p.add_argument("--batch", type=int, default=16384)
+    p.add_argument("--batch", type=int, nargs="+", default=[2048, 16384], help="rows per step")
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--grid-size", type=int, default=5)
     p.add_argument("--spline-order", type=int, default=3)
@@ -88,11 +106,12 @@ def main(argv: list[str] | None = None) -> dict:
         for device in devices():
             for threads in args.threads if device.type == "cpu" else [saved]:
                 torch.set_num_threads(threads)
-                rows += run_case(args, device, threads)
+                for batch in args.batch:
+                    rows += run_case(args, device, threads, batch)
     finally:
         torch.set_num_threads(saved)
     title = (
-        f"KANLinear {args.width}->{args.width}, batch {args.batch}, grid {args.grid_size}, "
+        f"KANLinear {args.width}->{args.width}, grid {args.grid_size}, "
         f"order {args.spline_order}; forward+backward, median of {args.repeats}"
     )
     return report("layer", title, rows, COLUMNS, args)
