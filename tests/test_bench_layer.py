@@ -11,8 +11,8 @@ from kangnn.bench import layer
 def test_layer_benchmark_writes_ratios(tmp_path, capsys):
     out = tmp_path / "layer.json"
     payload = layer.main(
-        ["--batch", "256", "300", "--width", "8", "--threads", "1", "--repeats", "2", "--warmup", "1",
-         "--out", str(out)]
+        ["--batch", "256", "300", "--width", "8", "--threads", "1", "--repeats", "2",
+         "--warmup", "1", "--out", str(out)]
     )
     saved = json.loads(out.read_text())
     assert saved["rows"] == payload["rows"]

@@ -298,15 +298,15 @@ class KANMessagePassing(MessagePassing):
         z = [x_dst[edge_index[i]], x_src[edge_index[j]]]
         return torch.cat(z if edge_attr is None else [*z, edge_attr], dim=-1)
 
-    # The helpers below serve layers whose ``message_fn`` reads ``[h_i || h_j || e_ij]``
-    # (``_in_dst``, ``_in_src`` and ``edge_dim`` wide), with a ``decompose`` switch.
-
     def aggregated_messages(
         self, x: Tensor | PairTensor, edge_index: Adj, edge_attr: OptTensor = None
     ) -> Tensor:
         r"""The message half of ``forward``: :math:`\bigoplus_{j} \mathbf{m}_{ij}` for every
         target node, ``[num_target_nodes, aggregated width]``, before the update."""
         return self._aggregated(x, edge_index, edge_attr)[-1]
+
+    # The helpers below serve layers whose ``message_fn`` reads ``[h_i || h_j || e_ij]``
+    # (``_in_dst``, ``_in_src`` and ``edge_dim`` wide), with a ``decompose`` switch.
 
     def _aggregated(
         self, x: Tensor | PairTensor, edge_index: Adj, edge_attr: OptTensor
