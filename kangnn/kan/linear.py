@@ -97,6 +97,19 @@ def _fused_backward(x, grad_out, weight, basis, layout, act, grad_x, grad_w, row
     return True
 
 
+def input_columns(starts: Sequence[int], width: int, in_features: int) -> list[slice]:
+    """The column blocks ``start : start + width`` of a layer's ``in_features`` inputs, one per
+    start; a :class:`ValueError` names a block that does not fit."""
+    if not starts:
+        raise ValueError("partials needs at least one column offset")
+    for start in starts:
+        if start < 0 or start + width > in_features:
+            raise ValueError(
+                f"columns {start}:{start + width} are outside the layer's {in_features} inputs"
+            )
+    return [slice(start, start + width) for start in starts]
+
+
 class _KANFunction(torch.autograd.Function):
     """``y = [act(x) | B(x)] @ W^T`` saving only ``x`` and ``W``; the basis is rebuilt in backward.
 
@@ -288,12 +301,8 @@ class KANLinear(nn.Module):
         the input columns add up to :meth:`forward` of the whole input. Message-passing layers use
         this to evaluate the node parts of ``[h_i || h_j || e_ij]`` once per node.
         """
-        stop = start + x_part.shape[-1]
-        if start < 0 or stop > self.in_features:
-            raise ValueError(
-                f"columns {start}:{stop} are outside the layer's {self.in_features} inputs"
-            )
-        return self._run(x_part, slice(start, stop))
+        (cols,) = input_columns([start], x_part.shape[-1], self.in_features)
+        return self._run(x_part, cols)
 
     def partials(self, x_part: Tensor, starts: Sequence[int]) -> Tensor:
         """:meth:`partial` of the same ``x_part`` at several column offsets, ``(*, S, out)``.
@@ -304,16 +313,7 @@ class KANLinear(nn.Module):
         parts of one node feature matrix cost one expansion instead of two.
         """
         width = x_part.shape[-1]
-        blocks = []
-        for start in starts:
-            if start < 0 or start + width > self.in_features:
-                raise ValueError(
-                    f"columns {start}:{start + width} are outside the layer's "
-                    f"{self.in_features} inputs"
-                )
-            blocks.append(slice(start, start + width))
-        if not blocks:
-            raise ValueError("partials needs at least one column offset")
+        blocks = input_columns(starts, width, self.in_features)
         if not self._same_grids(blocks):
             return torch.stack([self._run(x_part, cols) for cols in blocks], dim=-2)
         shape = x_part.shape[:-1]

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch_geometric.nn.resolver import activation_resolver
 
 from kangnn.kan import KAN
+from kangnn.kan.linear import input_columns
 
 FUNCTIONS = ("kan", "mlp")
 
@@ -100,26 +101,16 @@ class MLPFunction(nn.Module):
     def partial(self, x_part: Tensor, start: int, bias: bool = False) -> Tensor:
         """First layer's contribution of input columns ``start : start + x_part.shape[-1]``."""
         first = self.layers[0]
-        stop = start + x_part.shape[-1]
-        if start < 0 or stop > first.in_features:
-            raise ValueError(
-                f"columns {start}:{stop} are outside the layer's {first.in_features} inputs"
-            )
+        (cols,) = input_columns([start], x_part.shape[-1], first.in_features)
         b = first.bias if bias else None
-        return F.linear(x_part, first.weight[:, start:stop], b)
+        return F.linear(x_part, first.weight[:, cols], b)
 
     def partials(self, x_part: Tensor, starts: Sequence[int]) -> Tensor:
         """``[N, len(starts), out]``: :meth:`partial` at each offset (the bias added to the first
         one only) as one matrix product."""
         first = self.layers[0]
-        width = x_part.shape[-1]
-        for start in starts:
-            if start < 0 or start + width > first.in_features:
-                raise ValueError(
-                    f"columns {start}:{start + width} are outside the layer's "
-                    f"{first.in_features} inputs"
-                )
-        weight = torch.cat([first.weight[:, s : s + width] for s in starts], dim=0)
+        blocks = input_columns(starts, x_part.shape[-1], first.in_features)
+        weight = torch.cat([first.weight[:, cols] for cols in blocks], dim=0)
         bias = first.bias
         if bias is not None:
             bias = torch.cat([bias, bias.new_zeros((len(starts) - 1) * bias.numel())])
