@@ -12,6 +12,12 @@ changes one thing only:
 * ``rest(y)``: everything after the first layer's output ``y``;
 
 so that ``f(cat([a, b], -1)) == f.rest(f.partial(a, 0, bias=True) + f.partial(b, a.shape[-1]))``.
+
+A KAN function can normalise the input of each of its layers after the first
+(``layer_norm=True``, as FastKAN does): the splines then see standardised inputs whatever the
+scale of the previous layer's output. The first layer is left alone so that it stays additive
+over its input columns (what the decomposition needs); in :class:`~kangnn.models.MoleculeGNN` its
+inputs are the normalised node and bond embeddings already.
 """
 
 from __future__ import annotations
@@ -30,25 +36,61 @@ FUNCTIONS = ("kan", "mlp")
 
 #: Keyword arguments that only a KAN understands.
 KAN_ONLY_KWARGS = frozenset(
-    {"basis", "grid_size", "spline_order", "grid_range", "base_activation", "spline_scale"}
+    {
+        "basis",
+        "grid_size",
+        "spline_order",
+        "grid_range",
+        "base_activation",
+        "spline_scale",
+        "layer_norm",
+    }
 )
 
 
 class KANFunction(KAN):
-    """A :class:`~kangnn.kan.KAN` stack with the decomposition interface.
+    r"""A :class:`~kangnn.kan.KAN` stack with the decomposition interface.
+
+    .. math::
+        f(\mathbf{x}) = \Phi_L \circ N_{L-1} \circ \Phi_{L-1} \circ \dots \circ N_1
+        \circ \Phi_1(\mathbf{x})
+
+    with :math:`\Phi_l` the KAN layers and :math:`N_l` a ``LayerNorm`` (``layer_norm=True``)
+    or the identity.
 
     Parameters
     ----------
     widths:
         Layer widths, input first.
+    layer_norm:
+        Put a :class:`torch.nn.LayerNorm` (with its affine parameters) on the input of every
+        layer after the first, so each spline grid sees standardised inputs. The first layer's
+        input is not normalised: that would mix its input columns and break :meth:`partial`.
     **kan_kwargs:
         Passed to every :class:`~kangnn.kan.KANLinear` (``basis``, ``grid_size``, ...).
+
+    Shapes
+    ------
+    input ``(*, widths[0])``, output ``(*, widths[-1])``.
     """
 
-    def __init__(self, widths: Sequence[int], **kan_kwargs) -> None:
+    def __init__(self, widths: Sequence[int], layer_norm: bool = False, **kan_kwargs) -> None:
         super().__init__(widths, **kan_kwargs)
         self.in_channels = self.widths[0]
         self.out_channels = self.widths[-1]
+        self.layer_norm = bool(layer_norm)
+        # Empty without layer_norm: the state dict (and old checkpoints) are unchanged then.
+        self.norms = nn.ModuleList(
+            nn.LayerNorm(w) for w in (self.widths[1:-1] if self.layer_norm else [])
+        )
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        for norm in self.norms:
+            norm.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rest(self.layers[0](x))
 
     def partial(self, x_part: Tensor, start: int, bias: bool = False) -> Tensor:
         """First layer's contribution of input columns ``start : start + x_part.shape[-1]``.
@@ -62,10 +104,23 @@ class KANFunction(KAN):
         return self.layers[0].partials(x_part, starts)
 
     def rest(self, y: Tensor) -> Tensor:
-        """The layers after the first, applied to the first layer's output ``y``."""
-        for layer in self.layers[1:]:
+        """The layers after the first (each after its ``LayerNorm``, if any) applied to the first
+        layer's output ``y``."""
+        for i, layer in enumerate(self.layers[1:]):
+            if self.layer_norm:
+                y = self.norms[i](y)
             y = layer(y)
         return y
+
+    @torch.no_grad()
+    def update_grid(self, x: Tensor, **kwargs) -> None:
+        """Update every layer's grid on the inputs that ``x`` gives it, first to last (after the
+        normalisation, where there is one)."""
+        for i, layer in enumerate(self.layers):
+            if i > 0 and self.layer_norm:
+                x = self.norms[i - 1](x)
+            layer.update_grid(x, **kwargs)
+            x = layer(x)
 
 
 class MLPFunction(nn.Module):
@@ -175,9 +230,10 @@ def build_function(
     num_layers:
         Number of layers (KAN layers or linear layers); 1 means no hidden layer.
     **kwargs:
-        For ``"kan"``: :class:`~kangnn.kan.KANLinear` options (``basis``, ``grid_size``,
-        ``spline_order``, ``grid_range``, ``base_activation``, basis options). For ``"mlp"``:
-        ``act`` and ``bias``.
+        For ``"kan"``: ``layer_norm`` (see :class:`KANFunction`) and
+        :class:`~kangnn.kan.KANLinear` options (``basis``, ``grid_size``, ``spline_order``,
+        ``grid_range``, ``base_activation``, basis options). For ``"mlp"``: ``act`` and
+        ``bias``.
     """
     if function not in FUNCTIONS:
         raise ValueError(f"unknown function {function!r}; valid: {', '.join(FUNCTIONS)}")
