@@ -8,6 +8,7 @@ schema is structured, an unknown key or a value of the wrong type fails; every s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +87,13 @@ class ModelConfig:
         None  # hidden width inside each KAN function; null = hidden_channels
     )
     function_layers: int = 2  # layers in each message/update/head function
-    grid_init: str = "data"  # data: fit KAN grids to a training batch before training | fixed
+    grid_init: str = "data"  # data: fit KAN grids to training molecules before training | fixed
+    grid_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])  # initial KAN grid
+    kan_layer_norm: bool = False  # LayerNorm on the input of each KAN layer after the first
+    grid_fit_sample: str = "random"  # random: a seeded random sample of train | first: file order
+    grid_fit_molecules: int = 512  # training molecules the grids are fitted on
+    grid_refresh_every: int = 0  # refit the grids every N epochs during training; 0 = never
+    grid_refresh_until: int | None = None  # no refresh from this epoch on; null = to the end
     # MLP baseline
     mlp_hidden_channels: int | None = (
         None  # hidden width inside each MLP function; null = match params
@@ -272,6 +279,16 @@ def validate_config(cfg: DictConfig) -> None:
     from kangnn.kan import BASES
 
     _choice(m.basis, "model.basis", tuple(BASES))
+    _choice(m.grid_fit_sample, "model.grid_fit_sample", ("random", "first"))
+    _positive(m.grid_fit_molecules, "model.grid_fit_molecules")
+    _positive(m.grid_refresh_every, "model.grid_refresh_every", allow_zero=True)
+    _positive(m.grid_refresh_until, "model.grid_refresh_until", allow_zero=True)
+    lo_hi = list(m.grid_range)
+    if len(lo_hi) != 2 or not all(map(math.isfinite, lo_hi)) or not lo_hi[0] < lo_hi[1]:
+        raise ConfigError(
+            f"bad value for config key 'model.grid_range': {lo_hi} must be [low, high] with "
+            "finite low < high"
+        )
     for key in ("hidden_channels", "num_layers", "grid_size", "function_layers"):
         _positive(m[key], f"model.{key}")
     _positive(m.spline_order, "model.spline_order", allow_zero=True)
