@@ -25,7 +25,7 @@ CONV_REGISTRY: dict[str, type[nn.Module]] = {
 EDGE_CONVS = frozenset({"gine", "mpnn", "gated"})
 READOUTS = {"sum": global_add_pool, "mean": global_mean_pool, "max": global_max_pool}
 #: Options that only a KAN function takes.
-KAN_OPTIONS = ("grid_size", "spline_order", "basis")
+KAN_OPTIONS = ("grid_size", "spline_order", "basis", "grid_range", "layer_norm")
 
 
 class FeatureEncoder(nn.Module):
@@ -110,7 +110,9 @@ class MoleculeGNN(nn.Module):
     aggr:
         Neighbourhood aggregation of the convs.
     **kan_options:
-        KAN options (``grid_size``, ``spline_order``, ``basis``); ignored for ``"mlp"``.
+        KAN options (``grid_size``, ``spline_order``, ``basis``, ``grid_range``, and
+        ``layer_norm`` inside each KAN function, see :class:`~kangnn.nn.KANFunction`); ignored
+        for ``"mlp"``.
 
     Examples
     --------

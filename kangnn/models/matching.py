@@ -66,6 +66,9 @@ def model_kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
         grid_size=int(model_cfg["grid_size"]),
         spline_order=int(model_cfg["spline_order"]),
         basis=model_cfg["basis"],
+        # KAN-only (the MLP model ignores them); .get: configs written before these keys
+        grid_range=tuple(float(v) for v in model_cfg.get("grid_range", (-1.0, 1.0))),
+        layer_norm=bool(model_cfg.get("kan_layer_norm", False)),
     )
 
 
