@@ -27,6 +27,7 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "default_config",
+    "for_model",
     "load_config",
     "primary_metric",
     "save_config",
@@ -40,6 +41,12 @@ NORMS = ("batch", "layer", "none")
 SPLITS = ("scaffold", "balanced_scaffold", "random", "column")
 TASKS = ("regression", "classification")
 AGGRS = ("sum", "mean", "max", "min")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULERS = ("none", "cosine", "exponential")
+DECAY_EXCLUDE = ("bias", "norm", "embedding", "spline")
+#: Config sections and keys `compare.model_overrides` and `tune.space` may not set: they would
+#: change the data, the pairing or the bookkeeping rather than the model or its training.
+FIXED_KEYS = ("name", "seed", "output_dir", "dataset", "compare", "tune", "quick", "model.function")
 
 
 class ConfigError(ValueError):
@@ -111,7 +118,15 @@ class TrainConfig:
     weight_decay: float = 0.0
     patience: int = 20  # early stopping on the validation metric; 0 = off
     kan_reg_weight: float = 0.0  # weight of KAN's spline regularisation loss
-    grad_clip: float | None = None
+    grad_clip: float | None = None  # clip gradients (Lightning's gradient_clip_val); null = off
+    grad_clip_algorithm: str = "norm"  # norm (total 2-norm) | value
+    optimizer: str = "adamw"  # adam (L2 penalty in the gradient) | adamw (decoupled decay)
+    # parameter kinds trained without weight decay: bias | norm | embedding | spline
+    decay_exclude: list[str] = field(default_factory=lambda: ["bias", "norm", "embedding"])
+    spline_lr_scale: float = 1.0  # learning rate of the KAN spline coefficients, times lr
+    scheduler: str = "cosine"  # after the warm-up: none (constant) | cosine | exponential
+    warmup_epochs: float = 2.0  # linear warm-up from min_lr_ratio * lr to lr
+    min_lr_ratio: float = 0.01  # start of the warm-up and end of the decay, times lr
     accelerator: str = "auto"  # auto (a GPU when there is one) | cpu | gpu
     devices: Any = 1  # Lightning's devices: 1, 2, "auto", [0, 1]
     strategy: str = "auto"  # Lightning's strategy: auto | ddp | ddp_spawn
@@ -128,6 +143,52 @@ class CompareConfig:
 
     seeds: int = 3  # seeds seed, seed+1, ..., seed+seeds-1
     isolate: bool = True  # each training run in its own process (clean time and memory figures)
+    # Dotlist overrides per model (kan, mlp, ...), applied last whenever a run's model is fixed
+    # (`train`, `compare`); `kangnn tune` writes each model's tuned values here.
+    model_overrides: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class ParamSpec:
+    """One dimension of the `kangnn tune` search space."""
+
+    key: str = ""  # the config key sampled, e.g. train.lr
+    type: str = "float"  # float | int | categorical
+    low: float | None = None  # float/int: bounds (inclusive)
+    high: float | None = None
+    log: bool = False  # float/int: sample on a log scale
+    step: float | None = None  # float/int: grid step
+    choices: list[Any] | None = None  # categorical: the values
+    models: list[str] = field(default_factory=lambda: ["kan", "mlp"])  # who searches it
+
+
+def _default_space() -> list[ParamSpec]:
+    shared = [
+        ParamSpec("train.lr", "float", 1e-4, 3e-3, log=True),
+        ParamSpec("train.weight_decay", "categorical", choices=[0.0, 1e-5, 1e-4, 1e-3, 1e-2]),
+        ParamSpec("model.dropout", "float", 0.0, 0.3, step=0.05),
+        ParamSpec("model.num_layers", "int", 2, 5),
+        ParamSpec("model.hidden_channels", "categorical", choices=[64, 128, 256]),
+        ParamSpec("train.batch_size", "categorical", choices=[32, 64, 128]),
+    ]
+    kan_only = [
+        ParamSpec("model.grid_size", "int", 3, 10, models=["kan"]),
+        ParamSpec("train.spline_lr_scale", "categorical", choices=[0.3, 1.0, 3.0], models=["kan"]),
+    ]
+    return shared + kan_only
+
+
+@dataclass
+class TuneConfig:
+    """`kangnn tune`: the same trial budget and shared search space for the KAN and its twin."""
+
+    trials: int = 20  # trials per model (the default of --trials)
+    epochs: int | None = None  # epochs per trial; null = train.epochs
+    sampler: str = "tpe"  # tpe | random (Optuna samplers, seeded with `seed`)
+    pruner: str = "median"  # median | none: stop a trial whose val metric trails the median
+    prune_startup_trials: int = 3  # trials run to the end before pruning starts
+    prune_warmup_epochs: int = 10  # epochs of a trial before it may be pruned
+    space: list[ParamSpec] = field(default_factory=_default_space)
 
 
 @dataclass
@@ -141,6 +202,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
     quick: list[str] = field(default_factory=list)  # overrides applied by --quick
 
 
@@ -291,7 +353,7 @@ def validate_config(cfg: DictConfig) -> None:
         )
     for key in ("hidden_channels", "num_layers", "grid_size", "function_layers"):
         _positive(m[key], f"model.{key}")
-    _positive(m.spline_order, "model.spline_order", allow_zero=True)
+    _positive(m.spline_order, "model.spline_order")  # a B-spline of order 0 has no derivative
     _positive(m.function_hidden_channels, "model.function_hidden_channels")
     _positive(m.mlp_hidden_channels, "model.mlp_hidden_channels")
     if not 0.0 <= m.dropout < 1.0:
@@ -310,6 +372,19 @@ def validate_config(cfg: DictConfig) -> None:
     for key in ("weight_decay", "patience", "kan_reg_weight", "num_workers"):
         _positive(t[key], f"train.{key}", allow_zero=True)
     _positive(t.grad_clip, "train.grad_clip")
+    _choice(t.grad_clip_algorithm, "train.grad_clip_algorithm", ("norm", "value"))
+    _choice(t.optimizer, "train.optimizer", OPTIMIZERS)
+    _choice(t.scheduler, "train.scheduler", SCHEDULERS)
+    for i, kind in enumerate(t.decay_exclude):
+        _choice(kind, f"train.decay_exclude[{i}]", DECAY_EXCLUDE)
+    _positive(t.spline_lr_scale, "train.spline_lr_scale")
+    _positive(t.warmup_epochs, "train.warmup_epochs", allow_zero=True)
+    if not 0.0 < t.min_lr_ratio <= 1.0:
+        raise ConfigError(
+            f"bad value for config key 'train.min_lr_ratio': {t.min_lr_ratio} must be in (0, 1]"
+        )
+    _validate_model_overrides(cfg)
+    _validate_tune(cfg)
     _choice(t.accelerator, "train.accelerator", ("cpu", "gpu", "cuda", "auto", "mps"))
     _positive(cfg.compare.seeds, "compare.seeds")
     if isinstance(t.devices, (DictConfig,)):
@@ -324,6 +399,79 @@ def primary_metric(task: str) -> tuple[str, str]:
     ``("rmse", "min")`` for regression, ``("roc_auc", "max")`` for classification.
     """
     return ("rmse", "min") if task == "regression" else ("roc_auc", "max")
+
+
+def fixed_key(key: str) -> bool:
+    """Whether ``key`` lies in :data:`FIXED_KEYS` (not settable per model or by tuning)."""
+    return any(key == k or key.startswith(f"{k}.") or key.startswith(f"{k}[") for k in FIXED_KEYS)
+
+
+def config_leaf(cfg: DictConfig, key: str) -> bool:
+    """Whether ``key`` (dotted) names a value of ``cfg``, not a section or an unknown key."""
+    missing = object()
+    try:
+        value = OmegaConf.select(cfg, key, default=missing)
+    except OmegaConfBaseException:
+        return False
+    return value is not missing and not isinstance(value, DictConfig)
+
+
+def _validate_model_overrides(cfg: DictConfig) -> None:
+    for model, items in cfg.compare.model_overrides.items():
+        where = f"compare.model_overrides.{model}"
+        if model not in (*FUNCTIONS, "chemprop"):
+            raise ConfigError(
+                f"unknown model '{model}' in compare.model_overrides; valid: "
+                f"{', '.join((*FUNCTIONS, 'chemprop'))}"
+            )
+        for item in items:
+            key = str(item).split("=", 1)[0].strip()
+            if "=" not in str(item) or not config_leaf(cfg, key):
+                raise ConfigError(f"{where}: '{item}' must be key=value with a known config key")
+            if fixed_key(key):
+                raise ConfigError(f"{where}: '{key}' cannot be set per model")
+
+
+def _validate_tune(cfg: DictConfig) -> None:
+    tn = cfg.tune
+    _positive(tn.trials, "tune.trials")
+    _positive(tn.epochs, "tune.epochs")
+    _choice(tn.sampler, "tune.sampler", ("tpe", "random"))
+    _choice(tn.pruner, "tune.pruner", ("median", "none"))
+    _positive(tn.prune_startup_trials, "tune.prune_startup_trials", allow_zero=True)
+    _positive(tn.prune_warmup_epochs, "tune.prune_warmup_epochs", allow_zero=True)
+    for i, spec in enumerate(tn.space):
+        where = f"tune.space[{i}]"
+        if not spec.key or not config_leaf(cfg, spec.key):
+            raise ConfigError(f"{where}: unknown config key '{spec.key}' in the search space")
+        if fixed_key(spec.key):
+            raise ConfigError(f"{where}: '{spec.key}' cannot be tuned")
+        _choice(spec.type, f"{where}.type", ("float", "int", "categorical"))
+        if spec.type == "categorical":
+            if not spec.choices:
+                raise ConfigError(f"{where} ({spec.key}): a categorical needs choices")
+            continue
+        if spec.low is None or spec.high is None or not spec.low <= spec.high:
+            raise ConfigError(
+                f"{where} ({spec.key}): needs low <= high, got {spec.low}, {spec.high}"
+            )
+        if spec.log and spec.low <= 0:
+            raise ConfigError(f"{where} ({spec.key}): a log scale needs low > 0")
+        if spec.log and spec.step is not None:
+            raise ConfigError(f"{where} ({spec.key}): step and log cannot be combined")
+
+
+def for_model(cfg: DictConfig, function: str | None = None) -> DictConfig:
+    """A copy of ``cfg`` for one model: ``model.function`` set (if given), then that model's
+    ``compare.model_overrides`` applied (idempotent: applying it again changes nothing)."""
+    out = cfg.copy()
+    if function is not None:
+        out.model.function = function
+    items = out.compare.model_overrides.get(out.model.function)
+    if items:
+        source = f"compare.model_overrides.{out.model.function}"
+        out = apply_overrides(out, list(items), source=source)
+    return out
 
 
 def save_config(cfg: DictConfig, path: str | Path) -> None:

@@ -75,6 +75,9 @@ class MaskedAUROC(Metric):
 
     ``compute()`` returns ``{"roc_auc": tensor, "auc_tasks": tensor}``, the second being how many
     tasks entered the average. ``roc_auc`` is NaN when no task has both classes.
+
+    Scores are kept and ranked in float64: logits beyond about ±17 all map to 1.0 (or 0.0) under
+    a float32 sigmoid, which would turn confident, correctly ordered predictions into ties.
     """
 
     full_state_update = False
@@ -89,8 +92,8 @@ class MaskedAUROC(Metric):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         """Add a batch: ``preds`` (logits or probabilities) and 0/1/NaN ``target``, ``[N, T]``."""
-        self.preds.append(preds.detach().float())
-        self.target.append(target.detach().float())
+        self.preds.append(preds.detach().double())
+        self.target.append(target.detach().double())
 
     def compute(self) -> dict[str, Tensor]:
         if isinstance(self.preds, list) and not self.preds:
@@ -105,7 +108,9 @@ class MaskedAUROC(Metric):
 
 
 def per_task_auroc(preds: Tensor, target: Tensor) -> list[float]:
-    """ROC-AUC of each task column; NaN for a task without both classes among its labels."""
+    """ROC-AUC of each task column (computed in float64); NaN for a task without both classes
+    among its labels."""
+    preds, target = preds.double(), target.double()
     out = []
     for t in range(target.size(1)):
         mask = ~torch.isnan(target[:, t])

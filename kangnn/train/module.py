@@ -11,12 +11,13 @@ from torch import Tensor
 
 from kangnn.models import MoleculeGNN
 from kangnn.train.metrics import make_metrics, masked_loss
+from kangnn.train.optim import make_optimizer, make_scheduler
 
 __all__ = ["MoleculeModule"]
 
 
 class MoleculeModule(L.LightningModule):
-    """Masked loss, masked metrics and Adam around a :class:`MoleculeGNN`.
+    """Masked loss, masked metrics, optimiser and schedule around a :class:`MoleculeGNN`.
 
     Regression trains on standardised targets (MSE) and reports RMSE/MAE in the original units;
     classification trains with masked BCE-with-logits and reports ROC-AUC per task averaged over
@@ -37,9 +38,19 @@ class MoleculeModule(L.LightningModule):
         Per-task standardisation of regression targets (fitted on train); ``None`` for
         classification.
     lr, weight_decay:
-        Adam settings.
+        Base learning rate and weight decay.
     kan_reg_weight:
         Weight of the KAN spline regulariser added to the loss (0 = off).
+    optimizer:
+        ``"adam"`` or ``"adamw"`` (decoupled weight decay).
+    decay_exclude:
+        Parameter kinds without weight decay (``bias``, ``norm``, ``embedding``, ``spline``).
+    spline_lr_scale:
+        Learning rate of the KAN spline coefficients relative to ``lr``.
+    scheduler, warmup_epochs, min_lr_ratio:
+        The per-step schedule (:func:`kangnn.train.optim.lr_factor`): a linear warm-up over
+        ``warmup_epochs`` from ``min_lr_ratio * lr`` to ``lr``, then ``"none"`` (constant),
+        ``"cosine"`` or ``"exponential"`` decay to ``min_lr_ratio * lr`` at the last epoch.
     """
 
     def __init__(
@@ -54,6 +65,12 @@ class MoleculeModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         kan_reg_weight: float = 0.0,
+        optimizer: str = "adam",
+        decay_exclude: Sequence[str] = (),
+        spline_lr_scale: float = 1.0,
+        scheduler: str = "none",
+        warmup_epochs: float = 0.0,
+        min_lr_ratio: float = 0.01,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -132,7 +149,26 @@ class MoleculeModule(L.LightningModule):
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
         return self.predict_batch(batch)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+    def on_train_epoch_end(self) -> None:
+        opt = self.optimizers(use_pl_optimizer=False)
+        self.log("train/lr", float(opt.param_groups[0]["lr"]), on_epoch=True, sync_dist=False)
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt = make_optimizer(
+            self.model,
+            hp.optimizer,
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            decay_exclude=list(hp.decay_exclude),
+            spline_lr_scale=hp.spline_lr_scale,
         )
+        # Steps of the whole run as Lightning plans it (epochs x batches, devices and gradient
+        # accumulation included); the schedule is stepped after every optimiser step.
+        total = int(self.trainer.estimated_stepping_batches)
+        epochs = max(1, int(self.trainer.max_epochs or 1))
+        warmup = round(hp.warmup_epochs * total / epochs)
+        sched = make_scheduler(opt, hp.scheduler, total, warmup, hp.min_lr_ratio)
+        if sched is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -1,9 +1,11 @@
 """One training run: data → model → Lightning fit → best-on-validation evaluation → run directory.
 
 The run directory holds the resolved ``config.yaml``, ``splits.json``, ``scaler.json``
-(regression), ``metrics.json``, ``predictions.csv`` (test part), ``checkpoints/best.ckpt`` and
-``checkpoints/last.ckpt``, and the CSV logs ``logs/metrics.csv``. Model selection uses the
-validation metric only; the test metrics are those of the best-validation checkpoint.
+(regression), ``metrics.json``, ``environment.json`` (versions and every switch that changes the
+numbers, see :mod:`kangnn.train.environment`), ``predictions.csv`` (test part),
+``checkpoints/best.ckpt`` and ``checkpoints/last.ckpt``, and the CSV logs ``logs/metrics.csv``.
+Model selection uses the validation metric only; the test metrics are those of the
+best-validation checkpoint.
 """
 
 from __future__ import annotations
@@ -27,11 +29,12 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from kangnn.config import ConfigError, primary_metric, save_config, validate_config
+from kangnn.config import ConfigError, for_model, primary_metric, save_config, validate_config
 from kangnn.data import feature_dims, load_split, write_invalid_rows
 from kangnn.models import ParamMatch, match_mlp, model_kwargs
 from kangnn.train.callbacks import EpochTimer, PeakMemory
 from kangnn.train.data import MoleculeDataModule, PreparedData, prepare_data
+from kangnn.train.environment import ENVIRONMENT_FILE, collect_environment
 from kangnn.train.metrics import make_metrics
 from kangnn.train.module import MoleculeModule
 from kangnn.train.rundir import (
@@ -101,7 +104,12 @@ def _local_rank() -> int:
 
 
 def resolve_model(cfg: DictConfig, data: PreparedData) -> tuple[dict[str, Any], ParamMatch]:
-    """The model's keyword arguments (function width resolved) and its parameter-match record."""
+    """The model's keyword arguments (function width resolved) and its parameter-match record.
+
+    The model's ``compare.model_overrides`` are applied first, so the MLP twin of a tuned config
+    is matched to the KAN built from the MLP's own (tuned) config.
+    """
+    cfg = for_model(cfg)
     atom_dims, bond_dims = data.dataset.atom_feature_dims, data.dataset.bond_feature_dims
     kwargs = model_kwargs(cfg.model)
     match = match_mlp(
@@ -131,6 +139,12 @@ def build_module(cfg: DictConfig, data: PreparedData, kwargs: dict[str, Any]) ->
         lr=cfg.train.lr,
         weight_decay=cfg.train.weight_decay,
         kan_reg_weight=cfg.train.kan_reg_weight,
+        optimizer=cfg.train.optimizer,
+        decay_exclude=list(cfg.train.decay_exclude),
+        spline_lr_scale=cfg.train.spline_lr_scale,
+        scheduler=cfg.train.scheduler,
+        warmup_epochs=cfg.train.warmup_epochs,
+        min_lr_ratio=cfg.train.min_lr_ratio,
     )
 
 
@@ -153,7 +167,7 @@ def _accelerator(cfg: DictConfig) -> str:
 
 
 def _trainer(
-    cfg: DictConfig, run_dir: Path, task: str
+    cfg: DictConfig, run_dir: Path, task: str, extra_callbacks: Sequence[L.Callback] = ()
 ) -> tuple[L.Trainer, ModelCheckpoint, EpochTimer, PeakMemory]:
     metric, mode = primary_metric(task)
     monitor = f"val/{metric}"
@@ -168,7 +182,7 @@ def _trainer(
         enable_version_counter=False,
     )
     timer, memory = EpochTimer(), PeakMemory()
-    callbacks: list[L.Callback] = [checkpoint, timer, memory]
+    callbacks: list[L.Callback] = [checkpoint, timer, memory, *extra_callbacks]
     if cfg.train.patience > 0:
         callbacks.append(
             EarlyStopping(
@@ -196,6 +210,7 @@ def _trainer(
             num_sanity_val_steps=0,
             log_every_n_steps=1,
             gradient_clip_val=cfg.train.grad_clip,
+            gradient_clip_algorithm=cfg.train.grad_clip_algorithm,
             default_root_dir=str(run_dir),
         )
     except (MisconfigurationException, ValueError) as err:
@@ -302,6 +317,9 @@ def _finalize(
         "target_names": list(data.dataset.target_names),
     }
     write_json(staging / METRICS_FILE, metrics)
+    if (staging / ENVIRONMENT_FILE).is_file():  # copied from the run a resume continues
+        os.replace(staging / ENVIRONMENT_FILE, staging / f"before-resume-{ENVIRONMENT_FILE}")
+    write_json(staging / ENVIRONMENT_FILE, collect_environment(cfg, data, device))
     module.cpu()
     return metrics
 
@@ -318,6 +336,149 @@ def _write_inputs(cfg: DictConfig, staging: Path, data: PreparedData) -> None:
         write_invalid_rows(data.dataset.invalid_rows, staging / "invalid_rows.csv")
 
 
+@dataclass
+class _Stage:
+    """Where a run is written meanwhile (``staging``) and where it ends up (``final``)."""
+
+    staging: Path
+    final: Path
+    created: list[Path]  # folders made for the staging directory (removed on failure)
+    worker: bool  # a DDP worker process (rank > 0): writes nothing of its own
+
+
+def _resume_source(
+    cfg: DictConfig,
+    resume: str | Path | None,
+    overrides: Sequence[str],
+    split: dict[str, list[int]] | None,
+) -> tuple[DictConfig, Path | None, dict[str, list[int]] | None]:
+    """The config, the run directory to continue (or ``None``) and the split to use."""
+    old_dir = None
+    if resume is None and cfg.train.resume:
+        # `train.resume=true`: the latest run of this experiment, continued with this config.
+        old_dir = find_resumable(cfg)
+        cfg = cfg.copy()
+        cfg.train.resume = False
+    elif resume is not None:
+        old_dir = Path(resume)
+        cfg = load_run_config(old_dir, overrides)
+    if old_dir is not None:
+        if not (old_dir / LAST_CKPT).is_file():
+            raise RunDirError(f"cannot resume {old_dir}: no {LAST_CKPT}")
+        split = load_split(old_dir / SPLITS_FILE)
+    return cfg, old_dir, split
+
+
+def _record_resolved(cfg: DictConfig, match: ParamMatch, data: PreparedData) -> DictConfig:
+    """``cfg`` with the resolved widths and split seed, so the run can be rebuilt as it was."""
+    cfg = cfg.copy()
+    cfg.model.function_hidden_channels = match.kan_hidden_channels
+    if cfg.model.function == "mlp":
+        cfg.model.mlp_hidden_channels = match.mlp_hidden_channels
+    cfg.dataset.split_seed = data.split_seed
+    return cfg
+
+
+def _stage_resume(cfg: DictConfig, old_dir: Path, module: MoleculeModule, data: PreparedData):
+    """Stage a resumed run: continue in place inside ``.partial``, else work on a copy."""
+    check_checkpoint(old_dir / LAST_CKPT, module)
+    in_partial = old_dir.parent.name == PARTIAL
+    final = old_dir.parent.parent / old_dir.name if in_partial else old_dir
+    staging = old_dir if in_partial else staging_dir(final).with_name(f"{final.name}.resume")
+    created: list[Path] = []
+    if not in_partial:
+        if staging.exists():
+            shutil.rmtree(staging)
+        created = make_dirs(staging.parent)
+        shutil.copytree(old_dir, staging)
+    retarget_checkpoint(staging / LAST_CKPT, staging / "checkpoints")
+    if (staging / LOG_CSV).is_file():
+        os.replace(staging / LOG_CSV, staging / "logs" / "metrics-before-resume.csv")
+    _write_inputs(cfg, staging, data)
+    return _Stage(staging, final, created, worker=False)
+
+
+def _stage(
+    cfg: DictConfig,
+    old_dir: Path | None,
+    run_dir: str | Path | None,
+    module: MoleculeModule,
+    data: PreparedData,
+) -> _Stage:
+    """Make (or, for a DDP worker, find) the staging directory and write the run's inputs."""
+    if _local_rank() > 0 and _STAGING_ENV in os.environ:
+        staging = Path(os.environ[_STAGING_ENV])  # the launching process made it
+        return _Stage(staging, staging, [], worker=True)
+    if old_dir is not None:
+        return _stage_resume(cfg, old_dir, module, data)
+    final = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / new_run_name(cfg)
+    if final.exists():
+        raise RunDirError(f"run directory already exists: {final}")
+    staging = staging_dir(final)
+    created = make_dirs(staging)
+    _write_inputs(cfg, staging, data)
+    return _Stage(staging, final, created, worker=False)
+
+
+def _publish(stage: _Stage, resumed: bool) -> None:
+    """Move the finished run from its staging directory to its final place."""
+    staging, final = stage.staging, stage.final
+    if resumed and final.exists() and final != staging:
+        trash = staging.with_name(f"{final.name}.old")
+        os.replace(final, trash)
+        os.replace(staging, final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, final)
+    drop_if_empty(staging.parent)
+
+
+def _fit(
+    cfg: DictConfig,
+    stage: _Stage,
+    data: PreparedData,
+    module: MoleculeModule,
+    match: ParamMatch,
+    old_dir: Path | None,
+    callbacks: Sequence[L.Callback],
+    log: Callable[[str], None],
+) -> RunResult | None:
+    """Fit, evaluate the best checkpoint and publish the run; clean up on failure."""
+    staging = stage.staging
+    keep_partial = False
+    try:
+        if not stage.worker:
+            os.environ[_STAGING_ENV] = str(staging.absolute())
+        trainer, checkpoint, timer, memory = _trainer(cfg, staging, data.task, callbacks)
+        dm = MoleculeDataModule(data, cfg.train.batch_size, cfg.train.num_workers, seed=cfg.seed)
+        ckpt_path = str(staging / LAST_CKPT) if old_dir is not None else None
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        except (KeyboardInterrupt, SystemExit):
+            keep_partial = (staging / LAST_CKPT).is_file()
+            raise
+        if trainer.interrupted:
+            keep_partial = (staging / LAST_CKPT).is_file()
+            raise KeyboardInterrupt
+        if trainer.global_rank != 0:
+            return None
+        if (staging / "logs" / "metrics-before-resume.csv").is_file():
+            merge_metrics_csv(staging / "logs" / "metrics-before-resume.csv", staging / LOG_CSV)
+        metrics = _finalize(cfg, staging, data, module, trainer, checkpoint, timer, memory, match)
+        _publish(stage, resumed=old_dir is not None)
+        return RunResult(stage.final, metrics)
+    except BaseException:
+        if not stage.worker:
+            if keep_partial and old_dir is None:
+                log(f"interrupted: resume with `kangnn train --resume {staging}`")
+            elif old_dir is None or staging != old_dir:
+                remove_tree(staging, stage.created)
+        raise
+    finally:
+        if not stage.worker:
+            os.environ.pop(_STAGING_ENV, None)
+
+
 def train(
     cfg: DictConfig,
     *,
@@ -325,6 +486,8 @@ def train(
     resume: str | Path | None = None,
     overrides: Sequence[str] = (),
     split: dict[str, list[int]] | None = None,
+    data: PreparedData | None = None,
+    callbacks: Sequence[L.Callback] = (),
     log: Callable[[str], None] | None = None,
 ) -> RunResult | None:
     """Train the model ``cfg`` describes and write its run directory.
@@ -333,6 +496,7 @@ def train(
     ----------
     cfg:
         The experiment config (:func:`kangnn.config.load_config`). Ignored with ``resume``.
+        Its ``compare.model_overrides`` for ``model.function`` are applied first.
     run_dir:
         Where the finished run goes (default ``<output_dir>/<stem>-<time>-<tag>``); it must not
         exist yet.
@@ -345,6 +509,11 @@ def train(
     split:
         A ready ``{"train", "val", "test"}`` split to use instead of making one (``compare``
         computes each seed's split once and hands it to both models).
+    data:
+        Data already prepared for ``cfg`` (dataset, split, scaler; ``kangnn tune`` prepares them
+        once for all its trials); not with ``split`` or a resume.
+    callbacks:
+        Extra Lightning callbacks for the fit (``kangnn tune`` reports to its pruner).
     log:
         Where progress lines go (default: nowhere).
 
@@ -360,108 +529,30 @@ def train(
     """
     quiet_lightning()
     log = log or (lambda s: None)
-    old_dir = None
-    if resume is None and cfg.train.resume:
-        # `train.resume=true`: the latest run of this experiment, continued with this config.
-        old_dir = find_resumable(cfg)
-        cfg = cfg.copy()
-        cfg.train.resume = False
-    elif resume is not None:
-        old_dir = Path(resume)
-        cfg = load_run_config(old_dir, overrides)
-    if old_dir is not None:
-        if not (old_dir / LAST_CKPT).is_file():
-            raise RunDirError(f"cannot resume {old_dir}: no {LAST_CKPT}")
-        split = load_split(old_dir / SPLITS_FILE)
+    cfg, old_dir, split = _resume_source(cfg, resume, overrides, split)
+    if data is not None and (split is not None or old_dir is not None):
+        raise ValueError("train: give either prepared data or a split/resume, not both")
+    cfg = for_model(cfg)
     validate_config(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
 
-    data = prepare_data(cfg, split)
+    data = prepare_data(cfg, split) if data is None else data
     kwargs, match = resolve_model(cfg, data)
     if match.matched and cfg.model.function == "mlp":
         log(
             f"MLP baseline: function width {match.mlp_hidden_channels}, {match.mlp_params} "
             f"parameters vs KAN {match.kan_params} ({match.rel_diff:+.2%})"
         )
-    # Record the resolved widths so the run can be rebuilt without matching again.
-    cfg = cfg.copy()
-    cfg.model.function_hidden_channels = match.kan_hidden_channels
-    if cfg.model.function == "mlp":
-        cfg.model.mlp_hidden_channels = match.mlp_hidden_channels
-    cfg.dataset.split_seed = data.split_seed
+    cfg = _record_resolved(cfg, match, data)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, data, kwargs)
     if old_dir is None and cfg.model.grid_init == "data":
         init_grids(module, data)
 
-    worker = _local_rank() > 0 and _STAGING_ENV in os.environ
-    created: list[Path] = []
-    if worker:
-        staging = Path(os.environ[_STAGING_ENV])
-        final = staging  # unused by workers
-    elif old_dir is not None:
-        check_checkpoint(old_dir / LAST_CKPT, module)
-        in_partial = old_dir.parent.name == PARTIAL
-        final = old_dir.parent.parent / old_dir.name if in_partial else old_dir
-        staging = old_dir if in_partial else staging_dir(final).with_name(f"{final.name}.resume")
-        if not in_partial:
-            if staging.exists():
-                shutil.rmtree(staging)
-            created = make_dirs(staging.parent)
-            shutil.copytree(old_dir, staging)
-        retarget_checkpoint(staging / LAST_CKPT, staging / "checkpoints")
-        if (staging / LOG_CSV).is_file():
-            os.replace(staging / LOG_CSV, staging / "logs" / "metrics-before-resume.csv")
-        _write_inputs(cfg, staging, data)
-    else:
-        final = Path(run_dir) if run_dir is not None else Path(cfg.output_dir) / new_run_name(cfg)
-        if final.exists():
-            raise RunDirError(f"run directory already exists: {final}")
-        staging = staging_dir(final)
-        created = make_dirs(staging)
-        _write_inputs(cfg, staging, data)
-
-    keep_partial = False
-    try:
-        if not worker:
-            os.environ[_STAGING_ENV] = str(staging.absolute())
-        trainer, checkpoint, timer, memory = _trainer(cfg, staging, data.task)
-        dm = MoleculeDataModule(data, cfg.train.batch_size, cfg.train.num_workers)
-        ckpt_path = str(staging / LAST_CKPT) if old_dir is not None else None
-        try:
-            trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
-        except (KeyboardInterrupt, SystemExit):
-            keep_partial = (staging / LAST_CKPT).is_file()
-            raise
-        if trainer.interrupted:
-            keep_partial = (staging / LAST_CKPT).is_file()
-            raise KeyboardInterrupt
-        if trainer.global_rank != 0:
-            return None
-        if (staging / "logs" / "metrics-before-resume.csv").is_file():
-            merge_metrics_csv(staging / "logs" / "metrics-before-resume.csv", staging / LOG_CSV)
-        metrics = _finalize(cfg, staging, data, module, trainer, checkpoint, timer, memory, match)
-        if old_dir is not None and final.exists() and final != staging:
-            trash = staging.with_name(f"{final.name}.old")
-            os.replace(final, trash)
-            os.replace(staging, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(staging, final)
-        drop_if_empty(staging.parent)
-        return RunResult(final, metrics)
-    except BaseException:
-        if not worker:
-            if keep_partial and old_dir is None:
-                log(f"interrupted: resume with `kangnn train --resume {staging}`")
-            elif old_dir is None or staging != old_dir:
-                remove_tree(staging, created)
-        raise
-    finally:
-        if not worker:
-            os.environ.pop(_STAGING_ENV, None)
+    stage = _stage(cfg, old_dir, run_dir, module, data)
+    return _fit(cfg, stage, data, module, match, old_dir, callbacks, log)
 
 
 def load_run(
