@@ -8,6 +8,7 @@ from kangnn.nn.aggr import (
     set_scatter_backend,
 )
 from kangnn.nn.base import KANMessagePassing, check_inputs, set_range_checks
+from kangnn.nn.dmpnn import KANDMPNNConv, reverse_edge_index
 from kangnn.nn.functions import (
     FUNCTIONS,
     KANFunction,
@@ -22,6 +23,7 @@ from kangnn.nn.mpnn import KANMPNNConv
 __all__ = [
     "FUNCTIONS",
     "HAS_TORCH_SCATTER",
+    "KANDMPNNConv",
     "KANFunction",
     "KANGINConv",
     "KANGINEConv",
@@ -33,6 +35,7 @@ __all__ = [
     "check_inputs",
     "get_scatter_backend",
     "regularization_loss",
+    "reverse_edge_index",
     "scatter",
     "scatter_backend",
     "set_range_checks",
