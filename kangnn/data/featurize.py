@@ -1,8 +1,8 @@
 """RDKit featurisation of molecules into PyG graphs with categorical atom and bond features.
 
-Two feature sets are available, both made only of categorical *indices* (``torch.long``), so
+Three feature sets are available, all made only of categorical *indices* (``torch.long``), so
 the same embedding encoder (one ``nn.Embedding`` per column, sized by
-:func:`feature_dims`) serves both:
+:func:`feature_dims`) serves all of them:
 
 ``"ogb"`` (default): the 9 atom and 3 bond features of OGB / PyG's MoleculeNet, with the same
 index as ``ogb.utils.features.atom_to_feature_vector`` / ``bond_to_feature_vector`` for every
@@ -40,6 +40,42 @@ CIP label none/R/S; number of SSSR rings the atom is in 0..3; smallest ring size
 heavy-atom degree 0..6) and extra bond columns (is in ring; smallest ring size none/3..8),
 each again with an "other" slot.
 
+``"chemprop"``: everything chemprop v2's default featurisers encode
+(``MultiHotAtomFeaturizer.v2`` and ``MultiHotBondFeaturizer``), in their column order, with
+finer value ranges where chemprop lumps values into its "unknown" bit:
+
+====  ======================  ===============================================  ====
+col   atom feature            values (index order)                             dim
+====  ======================  ===============================================  ====
+0     atomic number           1..118, other (incl. dummy atom ``*``)           119
+1     total degree (with H)   0..10, other                                     12
+2     formal charge           -5..5, other                                     12
+3     chirality tag           unspecified, CW, CCW, CHI_OTHER, other           5
+4     total number of H       0..8, other                                      10
+5     hybridisation           S, SP, SP2, SP2D, SP3, SP3D, SP3D2, other        8
+6     is aromatic             no, yes, other                                   3
+7     isotope (mass)          natural, mass number - most common one's         13
+                              -5..+5, other
+====  ======================  ===============================================  ====
+
+====  ======================  ===============================================  ====
+col   bond feature            values (index order)                             dim
+====  ======================  ===============================================  ====
+0     bond type               single, double, triple, aromatic, other          5
+1     is conjugated           no, yes, other                                   3
+2     is in ring              no, yes, other                                   3
+3     stereo                  none, any, Z, E, cis, trans, other               7
+====  ======================  ===============================================  ====
+
+chemprop's one real-valued feature, the atom mass (``0.01 * GetMass()``), is the element's
+standard atomic weight for an atom without an isotope label and the isotope's mass otherwise,
+so atomic number and isotope columns together determine it (for labels within 5 mass numbers of
+the element's most common isotope: D, T, 13C, 14C, 15N, 18O, 18F, 125I, ...). chemprop keeps
+one atomic-number bit for H..Kr and I only, degrees 0..5, charges -2..2 and 0..4 hydrogens;
+here each of these has the ranges above, and hybridisation unspecified/OTHER is "other", as
+chemprop's unknown bit. chemprop's "null bond" bit (its placeholder for atoms without bonds) has
+no column: a graph without bonds simply has no edges.
+
 Hydrogens stay implicit (they are counted in the atom features), multi-fragment SMILES such as
 salts become one graph with several connected components, and stereo comes from the SMILES.
 """
@@ -67,7 +103,7 @@ __all__ = [
     "smiles_to_graph",
 ]
 
-FEATURE_SETS: tuple[str, ...] = ("ogb", "rich")
+FEATURE_SETS: tuple[str, ...] = ("ogb", "rich", "chemprop")
 
 _T = Chem.rdchem.ChiralType
 _H = Chem.rdchem.HybridizationType
@@ -91,6 +127,18 @@ _BOND_STEREO = {
     _S.STEREOANY: 5,
 }
 _CIP = {"R": 1, "S": 2}
+# chemprop v2's hybridisation and bond stereo choices, in its order.
+_CP_HYBRIDISATION = {_H.S: 0, _H.SP: 1, _H.SP2: 2, _H.SP2D: 3, _H.SP3: 4, _H.SP3D: 5, _H.SP3D2: 6}
+_CP_STEREO = {
+    _S.STEREONONE: 0,
+    _S.STEREOANY: 1,
+    _S.STEREOZ: 2,
+    _S.STEREOE: 3,
+    _S.STEREOCIS: 4,
+    _S.STEREOTRANS: 5,
+}
+_ISOTOPE_SPAN = 5  # isotope labels within +-5 mass numbers of the most common isotope
+_PERIODIC_TABLE = Chem.GetPeriodicTable()
 
 ATOM_FEATURE_NAMES: list[str] = [
     "atomic_num",
@@ -112,6 +160,20 @@ _RICH_ATOM_DIMS = [10, 4, 5, 8, 8]
 _RICH_BOND_NAMES = ["is_in_ring", "min_ring_size"]
 _RICH_BOND_DIMS = [3, 8]
 
+_CHEMPROP_ATOM_NAMES = [
+    "atomic_num",
+    "degree",
+    "formal_charge",
+    "chirality",
+    "num_hs",
+    "hybridization",
+    "is_aromatic",
+    "isotope",
+]
+_CHEMPROP_ATOM_DIMS = [119, 12, 12, 5, 10, 8, 3, 2 * _ISOTOPE_SPAN + 3]
+_CHEMPROP_BOND_NAMES = ["bond_type", "is_conjugated", "is_in_ring", "stereo"]
+_CHEMPROP_BOND_DIMS = [5, 3, 3, 7]
+
 
 def _check_features(features: str) -> None:
     if features not in FEATURE_SETS:
@@ -123,7 +185,7 @@ def feature_dims(features: str = "ogb") -> tuple[list[int], list[int]]:
 
     Parameters
     ----------
-    features : {"ogb", "rich"}
+    features : {"ogb", "rich", "chemprop"}
         Feature set.
 
     Returns
@@ -135,6 +197,8 @@ def feature_dims(features: str = "ogb") -> tuple[list[int], list[int]]:
     _check_features(features)
     if features == "ogb":
         return list(ATOM_FEATURE_DIMS), list(BOND_FEATURE_DIMS)
+    if features == "chemprop":
+        return list(_CHEMPROP_ATOM_DIMS), list(_CHEMPROP_BOND_DIMS)
     return ATOM_FEATURE_DIMS + _RICH_ATOM_DIMS, BOND_FEATURE_DIMS + _RICH_BOND_DIMS
 
 
@@ -143,6 +207,8 @@ def feature_names(features: str = "ogb") -> tuple[list[str], list[str]]:
     _check_features(features)
     if features == "ogb":
         return list(ATOM_FEATURE_NAMES), list(BOND_FEATURE_NAMES)
+    if features == "chemprop":
+        return list(_CHEMPROP_ATOM_NAMES), list(_CHEMPROP_BOND_NAMES)
     return ATOM_FEATURE_NAMES + _RICH_ATOM_NAMES, BOND_FEATURE_NAMES + _RICH_BOND_NAMES
 
 
@@ -225,6 +291,45 @@ def _ring_size_index(size: int) -> int:
     return size - 2 if 3 <= size <= 8 else 7
 
 
+def _isotope_index(atom: Chem.Atom) -> int:
+    # 0 = no label (natural abundance), 1..2s+1 = mass number offset -s..+s from the element's
+    # most common isotope, 2s+2 = other (a label further off, or on a dummy atom).
+    isotope, z = atom.GetIsotope(), atom.GetAtomicNum()
+    if isotope == 0:
+        return 0
+    if 1 <= z <= 118:
+        offset = isotope - _PERIODIC_TABLE.GetMostCommonIsotope(z)
+        if -_ISOTOPE_SPAN <= offset <= _ISOTOPE_SPAN:
+            return offset + _ISOTOPE_SPAN + 1
+    return 2 * _ISOTOPE_SPAN + 2
+
+
+def _chemprop_atom_row(atom: Chem.Atom) -> list[int]:
+    z = atom.GetAtomicNum()
+    degree = atom.GetTotalDegree()
+    charge = atom.GetFormalCharge()
+    num_h = atom.GetTotalNumHs()
+    return [
+        z - 1 if 1 <= z <= 118 else 118,
+        degree if degree <= 10 else 11,
+        charge + 5 if -5 <= charge <= 5 else 11,
+        _CHIRALITY.get(atom.GetChiralTag(), 4),
+        num_h if num_h <= 8 else 9,
+        _CP_HYBRIDISATION.get(atom.GetHybridization(), 7),
+        int(atom.GetIsAromatic()),
+        _isotope_index(atom),
+    ]
+
+
+def _chemprop_bond_row(bond: Chem.Bond) -> list[int]:
+    return [
+        _BOND_TYPE.get(bond.GetBondType(), 4),
+        int(bond.GetIsConjugated()),
+        int(bond.IsInRing()),
+        _CP_STEREO.get(bond.GetStereo(), 6),
+    ]
+
+
 def mol_to_graph(mol: Chem.Mol, features: str = "ogb") -> Data:
     """Featurise an RDKit molecule into a graph with categorical features.
 
@@ -232,7 +337,7 @@ def mol_to_graph(mol: Chem.Mol, features: str = "ogb") -> Data:
     ----------
     mol : rdkit.Chem.Mol
         A sanitised molecule.
-    features : {"ogb", "rich"}
+    features : {"ogb", "rich", "chemprop"}
         Feature set (see the module docstring).
 
     Returns
@@ -244,11 +349,15 @@ def mol_to_graph(mol: Chem.Mol, features: str = "ogb") -> Data:
     """
     _check_features(features)
     rich = features == "rich"
+    chemprop = features == "chemprop"
     chir, hyb = _CHIRALITY, _HYBRIDISATION
     ring_info = mol.GetRingInfo() if rich else None
 
     rows: list[list[int]] = []
     for atom in mol.GetAtoms():
+        if chemprop:
+            rows.append(_chemprop_atom_row(atom))
+            continue
         z = atom.GetAtomicNum()
         degree = atom.GetTotalDegree()
         charge = atom.GetFormalCharge()
@@ -286,11 +395,14 @@ def mol_to_graph(mol: Chem.Mol, features: str = "ogb") -> Data:
     edge_rows: list[list[int]] = []
     for bond in mol.GetBonds():
         i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
-        feat = [
-            btype.get(bond.GetBondType(), 4),
-            bstereo.get(bond.GetStereo(), 6),
-            int(bond.GetIsConjugated()),
-        ]
+        if chemprop:
+            feat = _chemprop_bond_row(bond)
+        else:
+            feat = [
+                btype.get(bond.GetBondType(), 4),
+                bstereo.get(bond.GetStereo(), 6),
+                int(bond.GetIsConjugated()),
+            ]
         if rich:
             feat += [
                 int(bond.IsInRing()),
@@ -300,7 +412,7 @@ def mol_to_graph(mol: Chem.Mol, features: str = "ogb") -> Data:
         dst += (j, i)
         edge_rows += (feat, feat)
 
-    n_bond_feats = len(BOND_FEATURE_DIMS) + (len(_RICH_BOND_DIMS) if rich else 0)
+    n_bond_feats = len(feature_dims(features)[1])
     x = torch.tensor(rows, dtype=torch.long)
     if edge_rows:
         edge_index = torch.tensor([src, dst], dtype=torch.long)
@@ -319,7 +431,7 @@ def smiles_to_graph(smiles: str, features: str = "ogb") -> Data:
     smiles : str
         SMILES string; salts and other multi-fragment SMILES (``'.'``), charges and stereo are
         supported.
-    features : {"ogb", "rich"}
+    features : {"ogb", "rich", "chemprop"}
         Feature set (see the module docstring).
 
     Returns
