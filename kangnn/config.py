@@ -34,7 +34,7 @@ __all__ = [
     "validate_config",
 ]
 
-CONVS = ("gin", "gine", "mpnn", "gated")
+CONVS = ("gin", "gine", "mpnn", "gated", "dmpnn")
 FUNCTIONS = ("kan", "mlp")
 READOUTS = ("sum", "mean", "max")
 NORMS = ("batch", "layer", "none")
@@ -67,7 +67,7 @@ class DatasetConfig:
     target_columns: list[str] | None = None
     task: str | None = None  # regression | classification; null = the dataset's own
     skip_invalid: bool = False  # drop SMILES RDKit cannot parse instead of failing
-    features: str = "ogb"
+    features: str = "ogb"  # ogb | rich | chemprop (see kangnn.data.featurize)
     split: str = "scaffold"  # scaffold | balanced_scaffold | random | column | path/splits.json
     split_sizes: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     split_seed: int | None = None  # null = the run's seed (matters for random/balanced splits)
@@ -78,7 +78,7 @@ class DatasetConfig:
 class ModelConfig:
     """The molecule GNN; the same architecture serves the KAN model and its MLP baseline."""
 
-    conv: str = "gin"  # gin | gine | mpnn | gated
+    conv: str = "gin"  # gin | gine | mpnn | gated | dmpnn (depth = num_layers)
     function: str = "kan"  # kan | mlp: the learnable functions inside message, update and head
     hidden_channels: int = 64  # node embedding width
     num_layers: int = 3  # message-passing layers
@@ -338,6 +338,11 @@ def validate_config(cfg: DictConfig) -> None:
     _choice(m.norm, "model.norm", NORMS)
     _choice(m.grid_init, "model.grid_init", ("data", "fixed"))
     _choice(m.aggr, "model.aggr", AGGRS)
+    if m.conv == "dmpnn" and m.aggr != "sum":
+        raise ConfigError(
+            f"bad value for config key 'model.aggr': {m.aggr!r} with model.conv=dmpnn, whose "
+            "bond messages are sums (use model.aggr=sum)"
+        )
     from kangnn.kan import BASES
 
     _choice(m.basis, "model.basis", tuple(BASES))
