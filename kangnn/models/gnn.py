@@ -9,7 +9,14 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
-from kangnn.nn import KANGatedConv, KANGINConv, KANGINEConv, KANMPNNConv, build_function
+from kangnn.nn import (
+    KANDMPNNConv,
+    KANGatedConv,
+    KANGINConv,
+    KANGINEConv,
+    KANMPNNConv,
+    build_function,
+)
 from kangnn.nn.functions import regularization_loss
 
 __all__ = ["CONV_REGISTRY", "READOUTS", "FeatureEncoder", "MoleculeGNN"]
@@ -20,9 +27,10 @@ CONV_REGISTRY: dict[str, type[nn.Module]] = {
     "gine": KANGINEConv,
     "mpnn": KANMPNNConv,
     "gated": KANGatedConv,
+    "dmpnn": KANDMPNNConv,
 }
 #: Convs that use bond features.
-EDGE_CONVS = frozenset({"gine", "mpnn", "gated"})
+EDGE_CONVS = frozenset({"gine", "mpnn", "gated", "dmpnn"})
 READOUTS = {"sum": global_add_pool, "mean": global_mean_pool, "max": global_max_pool}
 #: Options that only a KAN function takes.
 KAN_OPTIONS = ("grid_size", "spline_order", "basis", "grid_range", "layer_norm")
@@ -89,13 +97,17 @@ class MoleculeGNN(nn.Module):
     num_tasks:
         Number of outputs.
     conv:
-        ``"gin"``, ``"gine"``, ``"mpnn"`` or ``"gated"`` (see :data:`CONV_REGISTRY`).
+        ``"gin"``, ``"gine"``, ``"mpnn"``, ``"gated"`` or ``"dmpnn"`` (see
+        :data:`CONV_REGISTRY`). ``"dmpnn"`` is chemprop's directed bond message passing: one
+        :class:`~kangnn.nn.KANDMPNNConv` whose ``depth`` is ``num_layers`` (chemprop's depth),
+        not a stack of residual layers, and its output replaces the atom embedding (chemprop
+        has no residual connection around it; its :math:`F_o` reads the atom embedding).
     function:
         ``"kan"`` or ``"mlp"``.
     hidden_channels:
         Node (and bond) embedding width, kept by every layer.
     num_layers:
-        Number of message-passing layers.
+        Number of message-passing layers (for ``"dmpnn"``: message-passing steps).
     readout:
         ``"sum"``, ``"mean"`` or ``"max"`` pooling of the node embeddings.
     dropout:
@@ -166,10 +178,15 @@ class MoleculeGNN(nn.Module):
         self.bond_encoder = (
             FeatureEncoder(bond_feature_dims, hidden_channels) if uses_edges else None
         )
-        self.norms = nn.ModuleList(_norm(norm, hidden_channels) for _ in range(num_layers))
+        # A D-MPNN is one module with num_layers internal steps, as in chemprop.
+        self.residual = conv != "dmpnn"
+        stacked = num_layers if self.residual else 1
+        self.norms = nn.ModuleList(_norm(norm, hidden_channels) for _ in range(stacked))
         self.convs = nn.ModuleList(
-            self._make_conv(conv, function, hidden_channels, width, function_layers, aggr, fkw)
-            for _ in range(num_layers)
+            self._make_conv(
+                conv, function, hidden_channels, width, function_layers, aggr, fkw, num_layers
+            )
+            for _ in range(stacked)
         )
         self.out_norm = _norm(norm, hidden_channels)
         self.graph_norm = _norm(norm, hidden_channels)
@@ -184,7 +201,14 @@ class MoleculeGNN(nn.Module):
 
     @staticmethod
     def _make_conv(
-        conv: str, function: str, h: int, width: int, layers: int, aggr: str, fkw: dict[str, Any]
+        conv: str,
+        function: str,
+        h: int,
+        width: int,
+        layers: int,
+        aggr: str,
+        fkw: dict[str, Any],
+        depth: int = 1,
     ) -> nn.Module:
         kwargs: dict[str, Any] = dict(function=function, hidden_channels=width, aggr=aggr, **fkw)
         if conv in EDGE_CONVS:
@@ -195,6 +219,9 @@ class MoleculeGNN(nn.Module):
             kwargs.update(message_channels=h, message_layers=layers, update_layers=layers)
         else:
             kwargs["num_layers"] = layers
+        if conv == "dmpnn":
+            # Bond states keep the node width (chemprop: one hidden width d_h throughout).
+            kwargs.update(message_channels=h, depth=depth)
         return CONV_REGISTRY[conv](h, h, **kwargs)
 
     def reset_parameters(self) -> None:
@@ -210,7 +237,8 @@ class MoleculeGNN(nn.Module):
             edge_attr = self.bond_encoder(data.edge_attr)
         for norm, conv in zip(self.norms, self.convs, strict=True):
             h = conv(norm(x), data.edge_index, edge_attr)
-            x = x + nn.functional.dropout(h, self.dropout, self.training)
+            h = nn.functional.dropout(h, self.dropout, self.training)
+            x = x + h if self.residual else h
         return self.out_norm(x)
 
     def forward(self, data: Any) -> Tensor:
