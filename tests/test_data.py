@@ -12,7 +12,8 @@ import pytest
 import torch
 from torch_geometric.loader import DataLoader
 
-import kangnn.data.datasets as datasets_mod
+import kangnn.data.download as download_mod
+import kangnn.data.registry as registry_mod
 from kangnn.data import (
     ATOM_FEATURE_DIMS,
     BOND_FEATURE_DIMS,
@@ -554,7 +555,7 @@ def test_download_failure_is_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         Path(folder, "partial.csv").write_text("half")
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(datasets_mod, "download_url", offline)
+    monkeypatch.setattr(download_mod, "download_url", offline)
     root = tmp_path / "data"
     with pytest.raises(
         DataError,
@@ -577,10 +578,10 @@ def test_download_success(
         dest.write_bytes(src.read_bytes())
         return str(dest)
 
-    monkeypatch.setattr(datasets_mod, "download_url", fake)
+    monkeypatch.setattr(download_mod, "download_url", fake)
     root = tmp_path / "data"
     assert len(load_dataset("esol", root=root)) == 1128
-    assert calls == [datasets_mod.KNOWN_DATASETS["esol"].url]
+    assert calls == [registry_mod.KNOWN_DATASETS["esol"].url]
     assert sorted(p.name for p in (root / "esol" / "raw").iterdir()) == ["delaney-processed.csv"]
     load_dataset("esol", root=root)  # present now: no second download
     assert len(calls) == 1
@@ -598,7 +599,7 @@ def test_data_root_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
         assert default == REPO / "data"
     # An installed package (no checkout around it) falls back to the user cache.
     monkeypatch.setattr(
-        datasets_mod, "__file__", str(tmp_path / "site" / "kangnn" / "data" / "x.py")
+        registry_mod, "__file__", str(tmp_path / "site" / "kangnn" / "data" / "x.py")
     )
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     assert resolve_data_root(None) == tmp_path / "cache" / "kangnn" / "data"

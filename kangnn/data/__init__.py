@@ -3,16 +3,7 @@
 See ``data/README.md`` for the data root and :mod:`kangnn.data.featurize` for the features.
 """
 
-from kangnn.data.datasets import (
-    KNOWN_DATASETS,
-    TASKS,
-    DatasetInfo,
-    MoleculeDataset,
-    default_data_root,
-    list_datasets,
-    load_dataset,
-    resolve_data_root,
-)
+from kangnn.data.dataset import MoleculeDataset
 from kangnn.data.errors import DataError, InvalidSmilesError
 from kangnn.data.featurize import (
     ATOM_FEATURE_DIMS,
@@ -27,6 +18,15 @@ from kangnn.data.featurize import (
     smiles_to_graph,
 )
 from kangnn.data.io import write_invalid_rows
+from kangnn.data.loader import load_dataset
+from kangnn.data.registry import (
+    KNOWN_DATASETS,
+    TASKS,
+    DatasetInfo,
+    default_data_root,
+    list_datasets,
+    resolve_data_root,
+)
 from kangnn.data.scaling import TargetScaler
 from kangnn.data.splits import (
     SPLIT_METHODS,
