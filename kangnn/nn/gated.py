@@ -46,6 +46,15 @@ class KANGatedConv(KANMessagePassing):
             or the whole of :math:`F_g, F_v` once per edge (``False``). (default: ``True``)
         flow (str): ``"source_to_target"`` or ``"target_to_source"``.
         **kwargs: Options of the KAN (``basis``, ``grid_size``, ...) or the MLP (``act``).
+
+    Shapes:
+        - **input:**
+          node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`((|\mathcal{V}_s|, F_s), (|\mathcal{V}_t|, F_t))` if bipartite,
+          edge indices :math:`(2, |\mathcal{E}|)` (or a sparse adjacency),
+          edge features :math:`(|\mathcal{E}|, D)` (``D = edge_dim``; none without it)
+        - **output:** node features :math:`(|\mathcal{V}|, F_{out})` or
+          :math:`(|\mathcal{V}_t|, F_{out})` if bipartite (:math:`F_{out}` defaults to :math:`F_t`)
     """
 
     def __init__(

@@ -97,6 +97,14 @@ class KANGINConv(_GINBase):
         aggr_kwargs (dict, optional): Arguments of the aggregation.
         flow (str): ``"source_to_target"`` or ``"target_to_source"``.
         **kwargs: Options of the KAN (``basis``, ``grid_size``, ...) or the MLP (``act``).
+
+    Shapes:
+        - **input:**
+          node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`((|\mathcal{V}_s|, F_{in}), (|\mathcal{V}_t|, F_{in}))` if bipartite,
+          edge indices :math:`(2, |\mathcal{E}|)` (or a sparse adjacency), no edge features
+        - **output:** node features :math:`(|\mathcal{V}|, F_{out})` or
+          :math:`(|\mathcal{V}_t|, F_{out})` if bipartite
     """
 
     def __init__(
@@ -182,6 +190,15 @@ class KANGINEConv(_GINBase):
         aggr_kwargs (dict, optional): Arguments of the aggregation.
         flow (str): ``"source_to_target"`` or ``"target_to_source"``.
         **kwargs: Options of the KAN (``basis``, ``grid_size``, ...) or the MLP (``act``).
+
+    Shapes:
+        - **input:**
+          node features :math:`(|\mathcal{V}|, F_{in})` or
+          :math:`((|\mathcal{V}_s|, F_{in}), (|\mathcal{V}_t|, F_{in}))` if bipartite,
+          edge indices :math:`(2, |\mathcal{E}|)` (or a sparse adjacency),
+          edge features :math:`(|\mathcal{E}|, D)` (``D = edge_dim``, or :math:`F_{in}` without it)
+        - **output:** node features :math:`(|\mathcal{V}|, F_{out})` or
+          :math:`(|\mathcal{V}_t|, F_{out})` if bipartite
     """
 
     def __init__(
