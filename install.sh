@@ -10,7 +10,7 @@ TORCH_VERSION=${KANGNN_TORCH_VERSION:-2.13.0}
 . .venv/bin/activate
 python -m pip install -q --upgrade pip setuptools wheel
 python -m pip install -q "torch==${TORCH_VERSION}"
-python -m pip install -q -c <(echo "torch==${TORCH_VERSION}") -e ".[test]"
+python -m pip install -q -c <(echo "torch==${TORCH_VERSION}") -e ".[test,chemprop]"
 if [ "${KANGNN_NO_SCATTER:-0}" != 1 ] && ! python -c "import torch_scatter" 2>/dev/null; then
   # No wheel matches this torch on the index, so it builds from source (~5 min, cached by pip).
   python -m pip install -q --no-build-isolation -c <(echo "torch==${TORCH_VERSION}") torch-scatter \

@@ -298,8 +298,8 @@ def test_extend_grid_keeps_the_function(order):
     layer.extend_grid(8)  # a multiple: the refined knots hold the same spline exactly
     assert layer.basis.grid_size == 8 and layer.spline_weight.shape == (3, 2, 8 + order)
     torch.testing.assert_close(layer(x), before, atol=1e-6, rtol=0)
-    layer.extend_grid(11)  # not a multiple: a close least-squares fit
-    assert (layer(x) - before).abs().max() < 0.1
+    layer.extend_grid(11)  # not a multiple: a close least-squares fit (relative to its scale)
+    assert (layer(x) - before).abs().max() < 0.3 * before.std()
 
 
 def test_deep_stack_stays_well_scaled():

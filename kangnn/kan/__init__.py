@@ -10,6 +10,7 @@ from kangnn.kan.basis import (
     make_basis,
 )
 from kangnn.kan.fused import set_fused
+from kangnn.kan.grids import fit_grids
 from kangnn.kan.linear import KAN, KANLinear
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "FourierBasis",
     "KAN",
     "KANLinear",
+    "fit_grids",
     "RBFBasis",
     "make_basis",
     "set_fused",

@@ -11,6 +11,7 @@ recomputation; override :meth:`Basis.expand_grad` to do that in closed form.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import NamedTuple
 
@@ -46,16 +47,43 @@ class Basis(nn.Module):
         self.grid_size = grid_size
         self.register_buffer("lo", torch.full((in_features,), a))
         self.register_buffer("h", torch.full((in_features,), (b - a) / grid_size))
+        self.grid_ids: tuple[int, ...] = (0,) * in_features
 
     @property
     def hi(self) -> Tensor:
         """Upper end of each input's grid range."""
         return self.lo + self.h * self.grid_size
 
-    def set_grid(self, lo: Tensor, hi: Tensor) -> None:
-        """Move each input's grid to ``[lo[p], hi[p]]`` (same number of intervals)."""
-        self.lo.copy_(lo)
-        self.h.copy_((hi - lo) / self.grid_size)
+    def set_grid(self, lo: Tensor, hi: Tensor, cols: slice = slice(None)) -> None:
+        """Move the grids of inputs ``cols`` (default all) to ``[lo[p], hi[p]]``, in place.
+
+        The number of intervals stays; change grids only through this method (or
+        ``load_state_dict``), which keeps :attr:`grid_ids` current.
+        """
+        self.lo[cols] = lo
+        self.h[cols] = (hi - lo) / self.grid_size
+        self._update_grid_ids()
+
+    def _update_grid_ids(self) -> None:
+        # Which inputs share a grid, as plain Python ints: layers read it to expand a shared
+        # input once for several column blocks, with no device sync and nothing for
+        # torch.compile to trace. Computed (one sync) only when a grid changes.
+        grids = torch.stack([self.lo, self.h], dim=1)
+        self.grid_ids = tuple(torch.unique(grids, dim=0, return_inverse=True)[1].tolist())
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._update_grid_ids()
+
+    @torch.no_grad()
+    def second_moment(self) -> float:
+        """``E[sum_k B_k(z)^2]`` for ``z ~ N(0, 1)`` on the grid of input 0: the variance a spline
+        with unit-variance independent coefficients has on standardised input (used to
+        initialise the coefficients)."""
+        z = torch.linspace(-12.0, 12.0, 24001, dtype=torch.float64, device=self.lo.device)
+        density = torch.exp(-0.5 * z.square()) / math.sqrt(2 * math.pi) * (z[1] - z[0])
+        values = copy.deepcopy(self).double().expand(z[:, None], slice(0, 1))[:, 0]
+        return float((values.square().sum(-1) * density).sum())
 
     def expand(self, x: Tensor, cols: slice = slice(None)) -> Tensor:
         """Values ``[N, P, K]`` of the functions at ``x`` ``[N, P]`` (grids of inputs ``cols``)."""

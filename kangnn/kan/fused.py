@@ -14,10 +14,10 @@ and ``K`` basis values per input) and the spline part of the input gradient are 
 that ``torch.compile`` fuses into a single kernel. The values equal the eager path's (tests: to
 float rounding); beyond the outer knots every function is exactly zero, as there.
 
-Used on CPU when ``torch.compile`` works on the machine (it needs a C++ compiler); set
-``KANGNN_FUSED=0`` or call :func:`set_fused` ``(False)`` for the eager path. If compiling fails
-the layer warns once and falls back to the eager path. CUDA tensors take the eager path until the
-fused one has been tested on a GPU.
+Used on CPU and CUDA when ``torch.compile`` works on the machine (a C++ compiler for CPU, Triton
+for CUDA); set ``KANGNN_FUSED=0`` or call :func:`set_fused` ``(False)`` for the eager path. If
+compiling fails the layer warns once and falls back to the eager path. The same formula, as plain
+ops (:func:`dense_values`), is the layer's path inside a ``torch.compile``'d model.
 """
 
 from __future__ import annotations
@@ -41,11 +41,12 @@ def set_fused(enabled: bool) -> None:
 
 
 def fused_enabled(x: Tensor) -> bool:
-    """Whether the fused kernels serve ``x``: enabled, not failed before, a CPU float tensor."""
+    """Whether the fused kernels serve ``x``: enabled, not failed before, a float32/64 tensor on
+    CPU (a C++ kernel) or CUDA (a Triton kernel from the same code)."""
     return (
         _state["enabled"]
         and _state["failed"] is None
-        and x.device.type == "cpu"
+        and x.device.type in ("cpu", "cuda")
         and x.dtype in (torch.float32, torch.float64)
     )
 
@@ -67,29 +68,37 @@ def _distance(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> 
     return v.unsqueeze(-1) - centres
 
 
+def dense_values(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> Tensor:
+    """``[N, P, num]`` B-spline values in the truncated-power form, by plain differentiable ops
+    (what the fused kernel computes; also the layer's path under ``torch.compile``)."""
+    s = _distance(x, shift, inv_h, num, order).abs()
+    return sum(c * torch.clamp(a - s, min=0) ** order for c, a in _terms(order))
+
+
+def dense_slopes(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> Tensor:
+    """``[N, P, num]`` derivatives ``dB_i/dv`` in knot units (right-hand at order-1 kinks)."""
+    d = _distance(x, shift, inv_h, num, order)
+    if order == 1:
+        # Hat functions have kinks on the knots: take the derivative from the right there,
+        # as the eager path does.
+        return ((d >= -1) & (d < 0)).to(x.dtype) - ((d >= 0) & (d < 1)).to(x.dtype)
+    s = d.abs()
+    dbds = sum(c * order * torch.clamp(a - s, min=0) ** (order - 1) for c, a in _terms(order))
+    return -torch.sign(d) * dbds
+
+
 @cache
 def _compiled(name: str, order: int, num: int):
     """The kernel ``name`` for ``num`` B-splines of ``order`` per input, compiled for any number
     of rows and inputs. The order fixes the formula and ``num`` the innermost loop, so both are
     constants of the kernel: the compiler then unrolls and vectorises over the functions."""
-    terms = _terms(order)
 
     def features(x: Tensor, act: Tensor, shift: Tensor, inv_h: Tensor) -> Tensor:
-        s = _distance(x, shift, inv_h, num, order).abs()
-        values = sum(c * torch.clamp(a - s, min=0) ** order for c, a in terms)
+        values = dense_values(x, shift, inv_h, num, order)
         return torch.cat([act.unsqueeze(-1), values], dim=-1).flatten(1)
 
     def spline_grad(x: Tensor, g: Tensor, shift: Tensor, inv_h: Tensor) -> Tensor:
-        d = _distance(x, shift, inv_h, num, order)
-        if order == 1:
-            # Hat functions have kinks on the knots: take the derivative from the right there,
-            # as the eager path does.
-            rising = ((d >= -1) & (d < 0)).to(x.dtype)
-            slope = rising - ((d >= 0) & (d < 1)).to(x.dtype)
-        else:
-            s = d.abs()
-            dbds = sum(c * order * torch.clamp(a - s, min=0) ** (order - 1) for c, a in terms)
-            slope = -torch.sign(d) * dbds
+        slope = dense_slopes(x, shift, inv_h, num, order)
         g = g.view(x.shape[0], x.shape[1], num + 1)[..., 1:]
         return (g * slope).sum(-1) * inv_h
 

@@ -59,6 +59,18 @@ def _features(
     return buf[:, :-1]
 
 
+def _plain_features(x: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
+    """:func:`_features` by plain differentiable ops: what ``torch.compile`` traces and fuses,
+    and what double backward differentiates. Same values as the other paths to rounding."""
+    if isinstance(basis, BSplineBasis):
+        inv_h = 1.0 / basis.h[cols]
+        shift = basis.order - basis.lo[cols] * inv_h
+        values = fused.dense_values(x, shift, inv_h, basis.num_functions, basis.order)
+    else:
+        values = basis.expand(x, cols)
+    return torch.cat([_ACTIVATIONS[act](x).unsqueeze(-1), values], dim=-1).flatten(1)
+
+
 def _activation_grad(x: Tensor, grad: Tensor, act: str) -> Tensor:
     if act == "silu":
         s = torch.sigmoid(x)
@@ -77,9 +89,18 @@ def _fused_features(x: Tensor, basis: BSplineBasis, layout, act: str) -> Tensor 
     )
 
 
+def _add_weight_grad(grad_w: Tensor, grad_out: Tensor, feats: Tensor) -> None:
+    """``grad_w += grad_out^T @ feats``; under mixed precision the product runs in the output's
+    dtype and is accumulated in the weight's."""
+    if grad_out.dtype == grad_w.dtype:
+        grad_w.addmm_(grad_out.t(), feats)
+    else:
+        grad_w.add_(grad_out.t().mm(feats.to(grad_out.dtype)))
+
+
 def _fused_backward(x, grad_out, weight, basis, layout, act, grad_x, grad_w, rows) -> bool:
     """One row block of :class:`_KANFunction`'s backward by the fused kernels; ``False`` (nothing
-    written) where they cannot be compiled."""
+    written) where they cannot be compiled. ``weight`` is in ``grad_out``'s dtype."""
     K, order = basis.num_functions, basis.order
     feats = None
     if grad_w is not None:
@@ -87,13 +108,13 @@ def _fused_backward(x, grad_out, weight, basis, layout, act, grad_x, grad_w, row
         if feats is None:
             return False
     if grad_x is not None:
-        g = grad_out.mm(weight)
+        g = grad_out.mm(weight).to(x.dtype)
         spline = fused.spline_grad(x, g, layout.shift, layout.inv_h, K, order)
         if spline is None:
             return False
         grad_x[rows] = _activation_grad(x, g[:, :: K + 1], act).add_(spline)
     if feats is not None:
-        grad_w.addmm_(grad_out.t(), feats)
+        _add_weight_grad(grad_w, grad_out, feats)
     return True
 
 
@@ -115,15 +136,20 @@ class _KANFunction(torch.autograd.Function):
 
     ``weight`` is ``[out, P * (K + 1)]`` laid out input by input: the base weight of input ``p``
     followed by its ``K`` spline coefficients. Keeping the expansion out of the autograd graph is
-    what keeps the memory at a layer's input size instead of ``K`` times it.
+    what keeps the memory at a layer's input size instead of ``K`` times it. ``dtype`` is the
+    dtype of the matrix products and the output (autocast's, under mixed precision); the basis
+    is always evaluated in the input's dtype.
+
+    Double backward (``create_graph=True``) recomputes the layer by plain differentiable ops and
+    differentiates that, so higher derivatives are exact, for every basis.
     """
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str, dtype):
         ctx.save_for_backward(x, weight)
         ctx.basis, ctx.cols, ctx.act = basis, cols, act
-        out = x.new_empty(x.shape[0], weight.shape[0])
-        wt = weight.t()
+        out = x.new_empty(x.shape[0], weight.shape[0], dtype=dtype)
+        wt = weight.t().to(dtype)
         spline = isinstance(basis, BSplineBasis)
         layout = basis.layout(cols, basis.num_functions + 1, 1) if spline else None
         blocks = _row_blocks(x, weight.shape[1])
@@ -135,7 +161,7 @@ class _KANFunction(torch.autograd.Function):
             if feats is None:
                 located = basis.locate(x[b], layout) if spline else None
                 feats = _features(x[b], basis, cols, act, located, buf)
-            torch.mm(feats, wt, out=out[b])
+            torch.mm(feats.to(dtype), wt, out=out[b])
         return out
 
     @staticmethod
@@ -143,12 +169,21 @@ class _KANFunction(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         basis, cols, act = ctx.basis, ctx.cols, ctx.act
         need_x, need_w = ctx.needs_input_grad[:2]
+        if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
+            return (
+                *_differentiable_grads(x, weight, basis, cols, act, grad_out, need_x, need_w),
+                None,
+                None,
+                None,
+                None,
+            )
         P = x.shape[1]
         S = basis.num_functions + 1
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = torch.zeros_like(weight) if need_w else None
+        wc = weight.to(grad_out.dtype)
         # The padded weight gives g a zero spare column, like the feature buffer.
-        wpad = F.pad(weight, (0, 1)) if need_x else None
+        wpad = F.pad(wc, (0, 1)) if need_x else None
         spline = isinstance(basis, BSplineBasis)
         layout = basis.layout(cols, S, 1) if spline else None
         blocks = _row_blocks(x, weight.shape[1])
@@ -156,14 +191,14 @@ class _KANFunction(torch.autograd.Function):
         use_fused = spline and fused.fused_enabled(x)
         for b in blocks:
             xb, gb = x[b], grad_out[b]
-            if use_fused and _fused_backward(xb, gb, weight, basis, layout, act, grad_x, grad_w, b):
+            if use_fused and _fused_backward(xb, gb, wc, basis, layout, act, grad_x, grad_w, b):
                 continue
             # Locate the B-splines once for both the features and their derivatives.
             located = basis.locate(xb, layout) if spline else None
             if need_w:
-                grad_w.addmm_(gb.t(), _features(xb, basis, cols, act, located, buf))
+                _add_weight_grad(grad_w, gb, _features(xb, basis, cols, act, located, buf))
             if need_x:
-                g = gb.mm(wpad)
+                g = gb.mm(wpad).to(x.dtype)
                 gx = _activation_grad(xb, g[:, 0 : P * S : S], act)
                 if spline:
                     g[:, 0 : P * S : S] = 0  # the columns absent B-splines point at
@@ -171,14 +206,29 @@ class _KANFunction(torch.autograd.Function):
                 else:
                     gx += basis.expand_grad(xb, g[:, :-1].view(-1, P, S)[..., 1:], cols)
                 grad_x[b] = gx
-        return grad_x, grad_w, None, None, None
+        return grad_x, grad_w, None, None, None, None
+
+
+def _differentiable_grads(x, weight, basis, cols, act, grad_out, need_x, need_w):
+    """``(grad_x, grad_w)`` of the layer as a differentiable graph (for double backward)."""
+    wanted = [t for t, need in ((x, need_x), (weight, need_w)) if need]
+    with torch.enable_grad():
+        y = _plain_features(x, basis, cols, act).to(grad_out.dtype) @ weight.t().to(grad_out.dtype)
+        grads = iter(torch.autograd.grad(y, wanted, grad_out, create_graph=True))
+    return (next(grads) if need_x else None), (next(grads) if need_w else None)
 
 
 @torch.compiler.disable
 def _kan_apply(x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
-    # Opaque to torch.compile: the function's data-dependent CPU fast path (a bounds check, an
-    # in-place scatter) does not trace, and it is already one fused step per row block.
-    return _KANFunction.apply(x, weight, basis, cols, act)
+    # Eager only: under torch.compile the layer takes the plain-op path (see KANLinear._run).
+    dtype = x.dtype
+    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.float32, torch.float64):
+        # Mixed precision: the products in autocast's dtype, the basis in full precision.
+        dtype = torch.get_autocast_dtype(x.device.type)
+    elif x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()  # low-precision input: evaluate the basis in float32
+    with torch.autocast(x.device.type, enabled=False):
+        return _KANFunction.apply(x, weight, basis, cols, act, dtype)
 
 
 class KANLinear(nn.Module):
@@ -247,11 +297,13 @@ class KANLinear(nn.Module):
             raise ValueError(f"spline_scale must be in [0, 1], got {spline_scale}")
         if basis == "bspline":
             basis_kwargs["spline_order"] = spline_order
-        self.in_features = in_features
-        self.out_features = out_features
+        self.in_features = self.in_channels = in_features
+        self.out_features = self.out_channels = out_features
         self.base_activation = base_activation
         self.spline_scale = spline_scale
         self.basis = make_basis(basis, in_features, grid_size, grid_range, **basis_kwargs)
+        # Set by kangnn.kan.fit_grids while it records the inputs the layer sees.
+        self._recorder: Callable[[KANLinear, Tensor, slice], None] | None = None
         self.base_weight = nn.Parameter(torch.empty(out_features, in_features))
         self.spline_weight = nn.Parameter(
             torch.empty(out_features, in_features, self.basis.num_functions)
@@ -272,18 +324,29 @@ class KANLinear(nn.Module):
         second_moment = _SILU_SECOND_MOMENT if self.base_activation == "silu" else 1.0
         base_std = math.sqrt((1.0 - self.spline_scale) / (self.in_features * second_moment))
         nn.init.normal_(self.base_weight, std=base_std)
-        # Uniform B-splines sum to one, so sum_k c_k B_k has the variance of one coefficient.
-        spline_std = math.sqrt(self.spline_scale / self.in_features)
+        # With independent coefficients sum_k c_k B_k(z) has variance std^2 E[sum_k B_k(z)^2]:
+        # about 0.43 for cubic B-splines, G + 1 ... 2G for the others, so each basis gets its own
+        # scale and the spline branch its intended share.
+        spline_std = math.sqrt(self.spline_scale / (self.in_features * self.basis.second_moment()))
         nn.init.normal_(self.spline_weight, std=spline_std)
 
     def _weight(self, cols: slice = slice(None)) -> Tensor:
         w = torch.cat([self.base_weight[:, cols].unsqueeze(-1), self.spline_weight[:, cols]], -1)
         return w.flatten(1)
 
+    def _evaluate(self, x2: Tensor, weight: Tensor, cols: slice) -> Tensor:
+        if self._recorder is not None:
+            self._recorder(self, x2, cols)
+        if torch.compiler.is_compiling():
+            # Plain ops the compiler fuses (and recomputes in backward) instead of an opaque
+            # autograd function: no graph break, one generated kernel for the expansion.
+            feats = _plain_features(x2, self.basis, cols, self.base_activation)
+            return feats @ weight.t()
+        return _kan_apply(x2, weight, self.basis, cols, self.base_activation)
+
     def _run(self, x: Tensor, cols: slice) -> Tensor:
         shape = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1])
-        out = _kan_apply(x2, self._weight(cols), self.basis, cols, self.base_activation)
+        out = self._evaluate(x.reshape(-1, x.shape[-1]), self._weight(cols), cols)
         return out.view(*shape, self.out_features)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -318,24 +381,19 @@ class KANLinear(nn.Module):
             return torch.stack([self._run(x_part, cols) for cols in blocks], dim=-2)
         shape = x_part.shape[:-1]
         weight = torch.cat([self._weight(cols) for cols in blocks], dim=0)
-        x2 = x_part.reshape(-1, width)
-        out = _kan_apply(x2, weight, self.basis, blocks[0], self.base_activation)
+        if self._recorder is not None:
+            for cols in blocks[1:]:  # the shared expansion stands for every block
+                self._recorder(self, x_part.reshape(-1, width), cols)
+        out = self._evaluate(x_part.reshape(-1, width), weight, blocks[0])
         return out.view(*shape, len(blocks), self.out_features)
 
     def _same_grids(self, blocks: list[slice]) -> bool:
-        """Whether the column blocks have identical grids; cached per buffer version, so a GPU
-        pays the device sync of the comparison once per grid change, not once per call."""
-        lo, h = self.basis.lo, self.basis.h
-        spans = tuple((b.start, b.stop) for b in blocks)  # slices are unhashable before 3.12
-        key = (lo.data_ptr(), lo._version, h.data_ptr(), h._version, spans)
-        cache = self.__dict__.setdefault("_grid_cache", {})
-        if key not in cache:
-            first = blocks[0]
-            cache.clear()
-            cache[key] = all(
-                torch.equal(lo[first], lo[b]) and torch.equal(h[first], h[b]) for b in blocks[1:]
-            )
-        return cache[key]
+        """Whether the column blocks have identical grids. Read from the basis's
+        :attr:`~kangnn.kan.Basis.grid_ids` (plain ints, updated when a grid changes): no device
+        sync per call, and a constant for ``torch.compile``."""
+        ids = self.basis.grid_ids
+        first = ids[blocks[0]]
+        return all(ids[b] == first for b in blocks[1:])
 
     def edge_functions(self, x: Tensor) -> Tensor:
         r"""The learned univariate functions :math:`\phi_{q,p}(x)` on a 1-D grid ``x`` ``[P]``.
@@ -363,12 +421,11 @@ class KANLinear(nn.Module):
         return regularize_activation * total + regularize_entropy * entropy
 
     @torch.no_grad()
-    def _refit(self, x: Tensor, new_lo: Tensor, new_hi: Tensor, new_basis: Basis) -> None:
-        """Least-squares refit of the spline coefficients of ``new_basis`` to the current spline."""
-        x = x.reshape(-1, self.in_features).to(self.spline_weight)
-        old = self.basis.expand(x)  # [N, P, K]
-        target = torch.einsum("npk,qpk->pnq", old, self.spline_weight)  # [P, N, out]
-        new_basis.set_grid(new_lo, new_hi)
+    def _fit_coefficients(self, x: Tensor, cols: slice, new_basis: Basis) -> Tensor:
+        """Least-squares coefficients ``[out, P_cols, K']`` of ``new_basis`` (a basis of the
+        columns ``cols`` alone) that reproduce the current spline of those inputs on ``x``."""
+        old = self.basis.expand(x, cols)  # [N, P, K]
+        target = torch.einsum("npk,qpk->pnq", old, self.spline_weight[:, cols])  # [P, N, out]
         A = new_basis.expand(x).permute(1, 0, 2)  # [P, N, K']
         # Ridge-regularised normal equations: finite on rank-deficient data (e.g. a constant
         # input), and the tiny ridge does not bias well-posed fits measurably.
@@ -378,20 +435,40 @@ class KANLinear(nn.Module):
         ata = ata + ridge[:, None, None] * eye
         atb = A.transpose(1, 2).bmm(target).double()
         coef = torch.linalg.solve(ata, atb)  # [P, K', out]
-        self.basis = new_basis.to(x)
-        self.spline_weight = nn.Parameter(coef.permute(2, 0, 1).to(self.spline_weight).contiguous())
+        return coef.permute(2, 0, 1).to(self.spline_weight)
 
     @torch.no_grad()
-    def update_grid(self, x: Tensor, grid_eps: float = 0.5, percentile: float = 0.02) -> None:
-        """Fit each input's grid to the data ``x`` ``(*, in_features)`` and keep the function.
+    def update_grid(
+        self,
+        x: Tensor,
+        cols: slice | None = None,
+        grid_eps: float = 0.5,
+        percentile: float = 0.02,
+        refit: bool = True,
+    ) -> None:
+        """Fit the grids of inputs ``cols`` to the data ``x`` ``(*, width of cols)``, in place.
 
         Each input's range becomes a blend ``grid_eps * [min, max] + (1 - grid_eps) * [q, 1 - q]``
         of its data range and a percentile range (``q = percentile``), so outliers do not stretch
         the grid. Grids stay uniform per input, which keeps the closed-form evaluation valid (a
-        departure from efficient-kan's non-uniform adaptive grid). The spline coefficients are then
-        refitted by least squares so the layer's output on ``x`` is kept.
+        departure from efficient-kan's non-uniform adaptive grid). With ``refit`` the spline
+        coefficients are refitted by least squares so the layer's output on ``x`` is kept;
+        without it they stay as they are (a random initial spline is as random on any range).
+
+        The buffers and the parameter are updated in place: the same ``Parameter`` objects, so an
+        optimizer's state for them is kept.
+
+        Parameters
+        ----------
+        x:
+            Samples of the inputs ``cols``.
+        cols:
+            The input columns whose grids ``x`` covers (default: all); a decomposed message's
+            first layer fits its node and edge column blocks from different samples.
         """
-        x2 = x.reshape(-1, self.in_features).to(self.spline_weight)
+        cols = slice(0, self.in_features) if cols is None else cols
+        (cols,) = input_columns([cols.start or 0], x.shape[-1], self.in_features)
+        x2 = x.reshape(-1, x.shape[-1]).to(self.spline_weight)
         if x2.shape[0] == 0:
             raise ValueError("update_grid needs at least one sample")
         qs = torch.tensor([percentile, 1.0 - percentile], dtype=x2.dtype, device=x2.device)
@@ -401,8 +478,12 @@ class KANLinear(nn.Module):
         # A constant input has no range; give it a small one around its value.
         width = (hi - lo).clamp_min(1e-3)
         mid = (hi + lo) / 2
-        new_basis = _copy_basis(self.basis, self.basis.grid_size)
-        self._refit(x2, mid - width / 2, mid + width / 2, new_basis)
+        lo, hi = mid - width / 2, mid + width / 2
+        if refit:
+            part = _copy_basis(self.basis, self.basis.grid_size, x2.shape[1])
+            part.set_grid(lo, hi)
+            self.spline_weight[:, cols] = self._fit_coefficients(x2, cols, part)
+        self.basis.set_grid(lo.to(self.basis.lo), hi.to(self.basis.lo), cols)
 
     @torch.no_grad()
     def extend_grid(self, new_grid_size: int, num_samples: int = 1024) -> None:
@@ -416,16 +497,20 @@ class KANLinear(nn.Module):
             raise ValueError(f"new_grid_size must be >= 1, got {new_grid_size}")
         b = self.basis
         u = torch.linspace(0, 1, num_samples, dtype=b.lo.dtype, device=b.lo.device)
-        x = b.lo + u[:, None] * (b.hi - b.lo)
-        self._refit(x, b.lo.clone(), b.hi.clone(), _copy_basis(b, new_grid_size))
+        x = (b.lo + u[:, None] * (b.hi - b.lo)).to(self.spline_weight)
+        new_basis = _copy_basis(b, new_grid_size)
+        new_basis.set_grid(b.lo, b.hi)
+        coef = self._fit_coefficients(x, slice(0, self.in_features), new_basis)
+        # The number of coefficients changes: a new Parameter (rebuild the optimizer after this).
+        self.basis = new_basis
+        self.spline_weight = nn.Parameter(coef.contiguous())
 
 
-def _copy_basis(basis: Basis, grid_size: int) -> Basis:
-    """A basis of the same kind and options with ``grid_size`` intervals."""
+def _copy_basis(basis: Basis, grid_size: int, in_features: int | None = None) -> Basis:
+    """A basis of the same kind and options with ``grid_size`` intervals (grids to be set)."""
     kwargs = {"spline_order": basis.order} if isinstance(basis, BSplineBasis) else {}
-    lo = basis.lo[0].item()
-    new = type(basis)(basis.in_features, grid_size=grid_size, grid_range=(lo, lo + 1.0), **kwargs)
-    return new.to(basis.lo)
+    n = basis.in_features if in_features is None else in_features
+    return type(basis)(n, grid_size=grid_size, **kwargs).to(basis.lo)
 
 
 class KAN(nn.Module):
@@ -444,6 +529,9 @@ class KAN(nn.Module):
         if len(widths) < 2:
             raise ValueError(f"KAN needs at least two widths (input and output), got {widths!r}")
         self.widths = list(widths)
+        # The names PyG convs read to infer widths from an ``nn`` (GINEConv, ...).
+        self.in_features = self.in_channels = self.widths[0]
+        self.out_features = self.out_channels = self.widths[-1]
         self.layers = nn.ModuleList(
             KANLinear(a, b, **layer_kwargs) for a, b in zip(widths[:-1], widths[1:], strict=False)
         )

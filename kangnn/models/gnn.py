@@ -256,70 +256,25 @@ class MoleculeGNN(nn.Module):
         return self.head(g)
 
     @torch.no_grad()
-    def init_grids(self, data: Any, percentile: float = 0.01) -> int:
-        """Set the grid of every KAN layer to cover the inputs it sees on ``data``.
+    def init_grids(self, data: Any, **update_grid_kwargs: Any) -> int:
+        """Fit the grid of every KAN layer to the inputs it sees on ``data`` (a ``Batch``).
 
         A data-dependent initialisation: sum aggregation (GIN, GINE) hands the update function
         inputs with a spread of about 2, so on the default ``[-1, 1]`` grid most of them would
-        fall where the splines fade out. Each :class:`~kangnn.kan.KANLinear` records its input
-        during one forward pass (train mode, so batch norm uses the batch statistics; running
-        statistics are restored afterwards); its grid is then set, per input, to the
-        ``[percentile, 1 - percentile]`` quantile range widened to contain ``[-1, 1]``. The
-        coefficients stay as initialised (a random spline is as random on any range), so the
-        parameters are the same objects and the count is unchanged. Layers evaluated only
-        through ``partial`` (the first layer of decomposed messages, whose inputs are the
-        normalised node and bond embeddings) keep their grid.
+        fall where the splines fade out. This is :func:`kangnn.kan.fit_grids` on one forward
+        pass, first (decomposed) message layers included; by default the coefficients stay as
+        initialised (``refit=False``: a random spline is as random on any range), so parameters
+        are the same objects. ``update_grid_kwargs`` go to :meth:`KANLinear.update_grid`.
 
         Returns
         -------
         int
-            The number of KAN layers updated (0 for an MLP model).
+            The number of KAN layers fitted (0 for an MLP model).
         """
-        from kangnn.kan import KANLinear
+        from kangnn.kan import fit_grids
 
-        layers = [m for m in self.modules() if isinstance(m, KANLinear)]
-        if not layers:
-            return 0
-        buffers = {k: v.clone() for k, v in self.named_buffers()}
-        was_training = self.training
-
-        def inputs() -> dict[int, Tensor]:
-            # One forward pass recording each layer's input, in the order the layers run.
-            seen: dict[int, list[Tensor]] = {}
-
-            def record(mod: nn.Module, args: tuple, out: Tensor) -> None:
-                seen.setdefault(id(mod), []).append(args[0].detach())
-
-            hooks = [m.register_forward_hook(record) for m in layers]
-            try:
-                self(data)
-            finally:
-                for h in hooks:
-                    h.remove()
-            return {k: torch.cat([x.reshape(-1, x.shape[-1]) for x in v]) for k, v in seen.items()}
-
-        updated = 0
-        try:
-            self.train()
-            order = list(inputs())
-            by_id = {id(m): m for m in layers}
-            # Layer by layer, in forward order: a new grid changes the layer's output and so
-            # the inputs of the layers after it.
-            for key in order:
-                x = inputs()[key].float()
-                q = torch.quantile(x, torch.tensor([percentile, 1.0 - percentile]), dim=0)
-                lo = torch.minimum(q[0], torch.full_like(q[0], -1.0))
-                hi = torch.maximum(q[1], torch.full_like(q[1], 1.0))
-                m = by_id[key]
-                m.basis.set_grid(lo.to(m.basis.lo), hi.to(m.basis.lo))
-                updated += 1
-        finally:
-            self.train(was_training)
-            own = dict(self.named_buffers())
-            for k, v in buffers.items():  # batch-norm statistics as they were
-                if k in own and own[k].shape == v.shape and not k.endswith((".lo", ".h")):
-                    own[k].copy_(v)
-        return updated
+        update_grid_kwargs.setdefault("refit", False)
+        return fit_grids(self, lambda: self(data), **update_grid_kwargs)
 
     def regularization_loss(self) -> Tensor:
         """Sum of the KAN regularisers of every KAN function (zero for an MLP model)."""
