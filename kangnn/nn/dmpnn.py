@@ -102,13 +102,13 @@ class KANDMPNNConv(KANMessagePassing):
         \textstyle\sum_{k \in \mathcal{N}(v)} \mathbf{h}^{(T-1)}_{kv}]\right)\right)
 
     with :math:`T` = ``depth``, :math:`\tau` the activation (ReLU, as in chemprop) and
-    :math:`F_i, F_h, F_o` KANs (or MLPs) in place of chemprop's :math:`\mathbf{W}_i,
-    \mathbf{W}_h, \mathbf{W}_o`; an atom without bonds gets :math:`\tau(F_o([\mathbf{x}_v \|
-    \mathbf{0}]))`. Dropout (if any) follows every :math:`\tau` but the first, as in chemprop.
-    The first layer of :math:`F_i` is additive over its inputs, so with ``decompose=True`` the
-    atom part runs once per atom and is gathered to the bonds leaving it; only the bond part
-    runs once per directed bond. (:math:`F_h` takes one input, the message, so nothing of it
-    can run per atom.)
+    :math:`F_i, F_h, F_o` KANs (or MLPs; attributes ``input_fn``, ``hidden_fn``, ``output_fn``)
+    in place of chemprop's :math:`\mathbf{W}_i, \mathbf{W}_h, \mathbf{W}_o`; an atom without
+    bonds gets :math:`\tau(F_o([\mathbf{x}_v \| \mathbf{0}]))`. Dropout (if any) follows
+    every :math:`\tau` but the first, as in chemprop. The first layer of :math:`F_i` is
+    additive over its inputs, so with ``decompose=True`` the atom part runs once per atom and is
+    gathered to the bonds leaving it; only the bond part runs once per directed bond.
+    (:math:`F_h` takes one input, the message, so nothing of it can run per atom.)
 
     Every bond must be present in both directions. The reverse of each directed bond is found
     by :func:`reverse_edge_index` (or passed as ``rev_index``).
