@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 __all__ = [
     "CONVS",
+    "ChempropConfig",
     "ConfigError",
     "CompareConfig",
     "DatasetConfig",
@@ -192,6 +193,33 @@ class TuneConfig:
 
 
 @dataclass
+class ChempropConfig:
+    """chemprop v2 (D-MPNN) as the external baseline of `compare --with chemprop`.
+
+    The defaults are those of `chemprop train` 2.3.1; `compare.model_overrides.chemprop` (written
+    by `kangnn tune --models chemprop`) gives the `chemprop-tuned` row. See kangnn.train.chemprop.
+    """
+
+    depth: int = 3  # message-passing steps
+    message_hidden_dim: int = 300
+    ffn_hidden_dim: int = 300
+    ffn_num_layers: int = 1  # hidden layers of the FFN head (chemprop v2 semantics)
+    dropout: float = 0.0
+    activation: str = "relu"
+    aggregation: str = "norm"  # norm | mean | sum
+    aggregation_norm: float = 100.0
+    batch_norm: bool = False
+    atom_features: str = "v2"  # chemprop's multi-hot atom featurizer: v1 | v2 | organic | rigr
+    epochs: int = 50
+    batch_size: int = 64
+    warmup_epochs: int = 2  # Noam-like schedule: init_lr -> max_lr, then decay to final_lr
+    init_lr: float = 1e-4
+    max_lr: float = 1e-3
+    final_lr: float = 1e-4
+    tracking_metric: str = "val_loss"  # checkpoint selection on validation: val_loss or a metric
+
+
+@dataclass
 class ExperimentConfig:
     """A whole experiment: data, model, training, comparison."""
 
@@ -203,6 +231,7 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    chemprop: ChempropConfig = field(default_factory=ChempropConfig)
     quick: list[str] = field(default_factory=list)  # overrides applied by --quick
 
 
@@ -390,6 +419,7 @@ def validate_config(cfg: DictConfig) -> None:
         )
     _validate_model_overrides(cfg)
     _validate_tune(cfg)
+    _validate_chemprop(cfg)
     _choice(t.accelerator, "train.accelerator", ("cpu", "gpu", "cuda", "auto", "mps"))
     _positive(cfg.compare.seeds, "compare.seeds")
     if isinstance(t.devices, (DictConfig,)):
@@ -464,6 +494,23 @@ def _validate_tune(cfg: DictConfig) -> None:
             raise ConfigError(f"{where} ({spec.key}): a log scale needs low > 0")
         if spec.log and spec.step is not None:
             raise ConfigError(f"{where} ({spec.key}): step and log cannot be combined")
+
+
+def _validate_chemprop(cfg: DictConfig) -> None:
+    c = cfg.chemprop
+    for key in ("depth", "message_hidden_dim", "ffn_hidden_dim", "ffn_num_layers", "epochs"):
+        _positive(c[key], f"chemprop.{key}")
+    for key in ("batch_size", "init_lr", "max_lr", "final_lr", "aggregation_norm"):
+        _positive(c[key], f"chemprop.{key}")
+    _positive(c.warmup_epochs, "chemprop.warmup_epochs", allow_zero=True)
+    if not 0.0 <= c.dropout < 1.0:
+        raise ConfigError(
+            f"bad value for config key 'chemprop.dropout': {c.dropout} must be in [0, 1)"
+        )
+    _choice(c.aggregation, "chemprop.aggregation", ("norm", "mean", "sum"))
+    _choice(c.atom_features, "chemprop.atom_features", ("v1", "v2", "organic", "rigr"))
+    acts = ("relu", "leakyrelu", "prelu", "tanh", "selu", "elu")
+    _choice(c.activation, "chemprop.activation", acts)
 
 
 def for_model(cfg: DictConfig, function: str | None = None) -> DictConfig:
