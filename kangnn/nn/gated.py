@@ -49,12 +49,13 @@ class KANGatedConv(KANMessagePassing):
 
     Shapes:
         - **input:**
-          node features :math:`(|\mathcal{V}|, F_{in})` or
+          node features :math:`(|\mathcal{V}|, F)` or
           :math:`((|\mathcal{V}_s|, F_s), (|\mathcal{V}_t|, F_t))` if bipartite,
           edge indices :math:`(2, |\mathcal{E}|)` (or a sparse adjacency),
-          edge features :math:`(|\mathcal{E}|, D)` (``D = edge_dim``; none without it)
+          edge features :math:`(|\mathcal{E}|, D)` when built with ``edge_dim=D``
         - **output:** node features :math:`(|\mathcal{V}|, F_{out})` or
-          :math:`(|\mathcal{V}_t|, F_{out})` if bipartite (:math:`F_{out}` defaults to :math:`F_t`)
+          :math:`(|\mathcal{V}_t|, F_{out})` if bipartite; :math:`F_{out}` is :math:`F`
+          (:math:`F_t`) unless ``out_channels`` is given
     """
 
     def __init__(
