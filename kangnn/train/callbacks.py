@@ -1,4 +1,5 @@
-"""Callbacks that measure what the comparison reports: time per training epoch and peak memory."""
+"""Lightning callbacks: the KAN grid fit (before and during training), and what the comparison
+reports (time per training epoch, peak memory)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import resource
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 
-__all__ = ["EpochTimer", "PeakMemory", "current_rss_bytes"]
+__all__ = ["EpochTimer", "GridFit", "PeakMemory", "current_rss_bytes", "grid_fit_sample"]
 
 
 class EpochTimer(L.Callback):
@@ -156,3 +159,168 @@ class PeakMemory(L.Callback):
         # A resumed run keeps the larger of the two peaks (same device kind only).
         if state_dict.get("kind") == self.kind:
             self.peak_bytes = int(state_dict.get("peak_bytes", 0))
+
+
+def grid_fit_sample(num_items: int, size: int, seed: int) -> list[int]:
+    """Positions of ``min(size, num_items)`` items drawn without replacement, in drawn order.
+
+    The draw depends on ``seed`` only (NumPy's generator), not on any global random state, so
+    every DDP process and a resumed run draw the same items.
+    """
+    if num_items < 0 or size < 0:
+        raise ValueError(f"num_items and size must be >= 0, got {num_items}, {size}")
+    rng = np.random.default_rng(int(seed) % 2**32)
+    return rng.permutation(num_items)[: min(size, num_items)].tolist()
+
+
+class GridFit(L.Callback):
+    """Fit every KAN grid to training molecules before training, and optionally refresh them.
+
+    At the start of fit the grids of every :class:`~kangnn.kan.KANLinear` in the LightningModule
+    (the first layers of decomposed messages included) are fitted by
+    :func:`kangnn.kan.grids.fit_grids` on ``num_molecules`` training molecules: a seeded random
+    sample (``sample="random"``) or the first ones (``"first"``, in the order of
+    ``train_data``). With ``refresh_every=N`` they are fitted again, on the same molecules, at
+    the start of every N-th epoch (``N, 2N, ...``) before ``refresh_until``: the grids follow the
+    drift of the activations during training. Every fit is in place: the same ``Parameter``
+    objects, so the optimizer and its state (Adam's moments) carry on. The first fit keeps the
+    initial coefficients (``refit=False``: a random spline is as random on any range, and a
+    least-squares re-expression of it would only add ill-conditioned directions); a refresh
+    refits them by least squares so each layer's learned function is kept on its inputs from
+    the sample. (One sample for every fit: a refit on other molecules would add the difference
+    of the two samples' ranges to each layer's refit error.)
+
+    A fit changes no global random state (dropout during the fit draws from a forked RNG), so a
+    KAN run and its MLP twin see the same random stream afterwards. A run resumed from a
+    checkpoint (``trainer.fit(ckpt_path=...)``) is not fitted again at the start of fit: its
+    checkpoint holds the fitted grids; refreshes happen at the same epochs as without the
+    interruption.
+
+    Under DDP every process fits on the same sample (drawn from ``seed``, not from the process),
+    then process 0's grids and KAN weights are broadcast
+    (``trainer.strategy.broadcast``) so all replicas hold bit-identical layers.
+
+    Parameters
+    ----------
+    train_data:
+        The training molecules (a sequence of PyG ``Data``, e.g. ``PreparedData.part("train")``).
+    num_molecules:
+        Sample size per fit.
+    seed:
+        Seed of the sample (the run's seed).
+    sample:
+        ``"random"`` or ``"first"``.
+    initial:
+        Fit at the start of fit (``model.grid_init: data``); ``False`` keeps the initial grids.
+    refresh_every:
+        Refit every this many epochs; 0 = never.
+    refresh_until:
+        No refresh at this epoch (0-based) or later; ``None`` = until the end.
+    **fit_kwargs:
+        Passed to :meth:`~kangnn.kan.KANLinear.update_grid` (``grid_eps``, ``percentile``;
+        ``refit`` is set per fit as above).
+    """
+
+    def __init__(
+        self,
+        train_data: Sequence[Any],
+        num_molecules: int = 512,
+        seed: int = 0,
+        sample: str = "random",
+        initial: bool = True,
+        refresh_every: int = 0,
+        refresh_until: int | None = None,
+        **fit_kwargs: Any,
+    ) -> None:
+        if sample not in ("random", "first"):
+            raise ValueError(f"unknown grid-fit sample {sample!r}; valid: random, first")
+        if num_molecules < 1:
+            raise ValueError(f"num_molecules must be >= 1, got {num_molecules}")
+        if refresh_every < 0:
+            raise ValueError(f"refresh_every must be >= 0, got {refresh_every}")
+        self.train_data = train_data
+        self.num_molecules = num_molecules
+        self.seed = seed
+        self.sample = sample
+        self.initial = initial
+        self.refresh_every = refresh_every
+        self.refresh_until = refresh_until
+        self.fit_kwargs = fit_kwargs
+        if "refit" in fit_kwargs:
+            raise ValueError("GridFit sets refit itself (off for the first fit, on for refreshes)")
+        #: Epochs (0-based) at whose start the grids were fitted; ``-1`` = the start of fit.
+        self.fitted_at: list[int] = []
+
+    def sample_indices(self) -> list[int]:
+        """Positions in ``train_data`` of the molecules every fit uses."""
+        n = len(self.train_data)
+        if self.sample == "first":
+            return list(range(min(self.num_molecules, n)))
+        return grid_fit_sample(n, self.num_molecules, self.seed)
+
+    def refresh_due(self, epoch: int) -> bool:
+        """Whether the grids are refitted at the start of ``epoch`` (0-based)."""
+        if self.refresh_every <= 0 or epoch <= 0 or epoch % self.refresh_every:
+            return False
+        return self.refresh_until is None or epoch < self.refresh_until
+
+    def fit(self, pl_module: L.LightningModule, refit: bool = True) -> int:
+        """Fit the grids of ``pl_module`` on the sample, refitting the spline coefficients to
+        keep each layer's function (``refit``) or keeping them; the number of KAN layers fitted
+        (0 without KAN layers or with fewer than two molecules)."""
+        from torch_geometric.data import Batch
+
+        from kangnn.kan import KANLinear
+        from kangnn.kan.grids import fit_grids
+
+        positions = self.sample_indices()
+        if len(positions) < 2 or not any(isinstance(m, KANLinear) for m in pl_module.modules()):
+            return 0  # batch norm needs two graphs; an MLP has no grid
+        batch = Batch.from_data_list([self.train_data[i] for i in positions]).to(pl_module.device)
+        cuda = [pl_module.device] if pl_module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), torch.no_grad():
+            kwargs = {**self.fit_kwargs, "refit": refit}
+            return fit_grids(pl_module, lambda: pl_module(batch), **kwargs)
+
+    def _fit_and_sync(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+        fitted = self.fit(pl_module, refit=epoch >= 0)
+        if fitted and trainer.world_size > 1:
+            sync_kan_layers(pl_module, trainer.strategy.broadcast)
+        self.fitted_at.append(epoch)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # A resumed run restores the fitted grids (and this callback's state) from its checkpoint.
+        if self.initial and trainer.ckpt_path is None and -1 not in self.fitted_at:
+            self._fit_and_sync(trainer, pl_module, -1)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        epoch = trainer.current_epoch
+        if self.refresh_due(epoch) and epoch not in self.fitted_at:
+            self._fit_and_sync(trainer, pl_module, epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fitted_at": list(self.fitted_at)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.fitted_at = list(state_dict.get("fitted_at", []))
+
+
+def sync_kan_layers(module: torch.nn.Module, broadcast: Any) -> None:
+    """Overwrite, in place, every KAN layer's parameters and grid buffers with process 0's.
+
+    ``broadcast(obj, src=0)`` returns process 0's ``obj`` in every process (Lightning's
+    ``trainer.strategy.broadcast``). The tensors keep their identity (``copy_``), so optimizer
+    state and DDP's parameter references stay valid.
+    """
+    from kangnn.kan import KANLinear
+
+    own = {
+        f"{name}.{key}": t
+        for name, m in module.named_modules()
+        if isinstance(m, KANLinear)
+        for key, t in m.state_dict(keep_vars=True).items()
+    }
+    state = broadcast({k: t.detach().cpu() for k, t in own.items()}, src=0)
+    with torch.no_grad():
+        for key, t in own.items():
+            t.copy_(state[key].to(t.device))
