@@ -1,7 +1,10 @@
-"""Figures and tables: validation curves, learned KAN functions, and the comparison summary."""
+"""Figures and tables: validation curves, learned KAN functions, comparison summaries and the
+results table that collects all comparisons (:func:`results_table`, ``kangnn report``).
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -11,7 +14,14 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["format_pm", "markdown_table", "plot_curves", "plot_kan_functions"]
+__all__ = [
+    "format_pm",
+    "load_results",
+    "markdown_table",
+    "plot_curves",
+    "plot_kan_functions",
+    "results_table",
+]
 
 MODEL_COLORS = {"kan": "tab:blue", "mlp": "tab:orange"}
 
@@ -168,3 +178,256 @@ def plot_kan_functions(
     out = _save(fig, Path(path))
     plt.close(fig)
     return out
+
+
+# ----------------------------------------------------------------------------- results table
+
+RESULTS_ORDER = ("esol", "freesolv", "lipo", "bace", "bbbp", "clintox", "hiv")
+EXTERNAL_MODELS = ("chemprop", "chemprop-tuned")
+
+
+def _model_label(row: Mapping[str, Any]) -> str:
+    model = str(row["model"])
+    if model in EXTERNAL_MODELS:
+        return model
+    return f"{model.upper()} {row.get('conv', '')}".strip()
+
+
+def _per_seed(summary_path: Path, summary: Mapping[str, Any], model: str) -> dict[int, dict]:
+    """``{seed: {"val": v, "test": t}}`` of one model: from ``per_seed`` in the summary, else
+    from the ``runs.csv`` beside it (summaries written before ``per_seed`` existed)."""
+    metric = summary["metric"]
+    if "per_seed" in summary:
+        return {
+            int(r["seed"]): {"val": r.get("val"), "test": r.get("test")}
+            for r in summary["per_seed"].get(model, [])
+        }
+    runs = summary_path.with_name("runs.csv")
+    out: dict[int, dict] = {}
+    if runs.is_file():
+        import csv
+
+        with open(runs, newline="") as f:
+            for r in csv.DictReader(f):
+                if r.get("model") == model:
+                    val, test = r.get(f"val_{metric}", ""), r.get(f"test_{metric}", "")
+                    out[int(r["seed"])] = {
+                        "val": float(val) if val not in ("", None) else None,
+                        "test": float(test) if test not in ("", None) else None,
+                    }
+    return out
+
+
+def load_results(results_dir: str | Path, datasets: Sequence[str] | None = None) -> list[dict]:
+    """Collect the comparisons under ``results_dir``: one entry per dataset folder.
+
+    Each ``<results_dir>/<dataset>/summary.json`` and ``<results_dir>/<dataset>/*/summary.json``
+    (one comparison per conv, say) contributes its rows; a model that two comparisons share
+    (``chemprop`` trained beside two convs) is taken from the first (the dataset folder's own
+    summary, then subfolders in name order).
+
+    Returns
+    -------
+    list of dict
+        ``{"dataset", "metric", "mode", "task", "models": [{"label", "row", "seeds", "source"}]}``
+        in the order of ``datasets`` (default: the MoleculeNet order, then other folders by name).
+    """
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(2, "No such directory", str(root))
+    names = list(datasets) if datasets else None
+    if names is None:
+        found = sorted(p.parent.name for p in root.glob("*/summary.json"))
+        found += sorted(p.parent.parent.name for p in root.glob("*/*/summary.json"))
+        names = [d for d in RESULTS_ORDER if d in found]
+        names += sorted({d for d in found if d not in RESULTS_ORDER})
+    out = []
+    for name in names:
+        folder = root / name
+        paths = [folder / "summary.json"] if (folder / "summary.json").is_file() else []
+        paths += sorted(folder.glob("*/summary.json"))
+        if not paths:
+            raise FileNotFoundError(2, "No summary.json for this dataset", str(folder))
+        entry: dict[str, Any] = {"dataset": name, "models": []}
+        seen: set[str] = set()
+        for path in paths:
+            try:
+                summary = json.loads(path.read_text())
+                rows, metric = summary["rows"], summary["metric"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}: not a kangnn summary.json ({err})") from None
+            if "metric" in entry and entry["metric"] != metric:
+                raise ValueError(f"{path}: metric {metric} differs from {entry['metric']}")
+            entry.update(metric=metric, mode=summary["mode"], task=summary.get("task"))
+            for row in rows:
+                label = _model_label(row)
+                if label in seen:
+                    continue
+                seen.add(label)
+                entry["models"].append(
+                    {
+                        "label": label,
+                        "row": row,
+                        "seeds": _per_seed(path, summary, row["model"]),
+                        "source": str(path.relative_to(root)),
+                    }
+                )
+        out.append(entry)
+    return out
+
+
+def _better(a: float | None, b: float | None, mode: str) -> bool | None:
+    if a is None or b is None:
+        return None
+    return a < b if mode == "min" else a > b
+
+
+def _paired_p(a: Mapping[int, dict], b: Mapping[int, dict]) -> tuple[float | None, int]:
+    from kangnn.train.compare import wilcoxon_test
+
+    seeds = sorted(set(a) & set(b))
+    test = wilcoxon_test([a[s]["test"] for s in seeds], [b[s]["test"] for s in seeds])
+    return test["p"], test["n"]
+
+
+def _p(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def _best(models: Sequence[dict], metric: str, mode: str) -> dict | None:
+    """The model with the best mean validation metric (selection never looks at test)."""
+    scored = [m for m in models if m["row"].get(f"val_{metric}_mean") is not None]
+    if not scored:
+        return None
+    sign = 1.0 if mode == "min" else -1.0
+    return min(scored, key=lambda m: sign * m["row"][f"val_{metric}_mean"])
+
+
+def results_table(results_dir: str | Path, datasets: Sequence[str] | None = None) -> str:
+    """The README's Results section as Markdown, from the comparisons' ``summary.json`` files.
+
+    Three tables: every model of every dataset (test and validation mean ± std over seeds,
+    seeds, parameters, time per epoch); each KAN against its parameter-matched MLP twin (the
+    paired two-sided Wilcoxon p over seeds); and kangnn's best model against chemprop's, each
+    side picked by its mean validation metric. A closing line counts the wins.
+
+    Parameters
+    ----------
+    results_dir:
+        Folder of ``<dataset>/summary.json`` (and ``<dataset>/<sub>/summary.json``) files.
+    datasets:
+        Which dataset folders, in order (default: all, MoleculeNet order first).
+    """
+    entries = load_results(results_dir, datasets)
+    all_rows, twin_rows, ext_rows = [], [], []
+    twin_wins = twin_sets = ext_wins = ext_sets = 0
+    for e in entries:
+        metric, mode = e["metric"], e["mode"]
+        arrow = "↓" if mode == "min" else "↑"
+        for m in e["models"]:
+            r = m["row"]
+            all_rows.append(
+                [
+                    e["dataset"],
+                    f"{metric} {arrow}",
+                    m["label"],
+                    r.get("n_seeds", len(m["seeds"])),
+                    format_pm(r.get(f"test_{metric}_mean"), r.get(f"test_{metric}_std")),
+                    format_pm(r.get(f"val_{metric}_mean"), r.get(f"val_{metric}_std")),
+                    f"{r['params']:,}" if r.get("params") is not None else "n/a",
+                    format_pm(r.get("epoch_time_s_mean"), None, 2),
+                ]
+            )
+        by_label = {m["label"]: m for m in e["models"]}
+        kangnn = [m for m in e["models"] if m["row"]["model"] not in EXTERNAL_MODELS]
+        won_twin = False
+        for kan in (m for m in kangnn if m["row"]["model"] == "kan"):
+            mlp = by_label.get(f"MLP {kan['row'].get('conv', '')}".strip())
+            if mlp is None:
+                continue
+            k, b = kan["row"].get(f"test_{metric}_mean"), mlp["row"].get(f"test_{metric}_mean")
+            better = _better(k, b, mode)
+            p, n = _paired_p(kan["seeds"], mlp["seeds"])
+            won_twin = won_twin or bool(better)
+            twin_rows.append(
+                [
+                    e["dataset"],
+                    kan["row"].get("conv", ""),
+                    format_pm(k, kan["row"].get(f"test_{metric}_std")),
+                    format_pm(b, mlp["row"].get(f"test_{metric}_std")),
+                    "n/a" if better is None else ("KAN" if better else "MLP"),
+                    _p(p),
+                    n,
+                ]
+            )
+        if any(m["row"]["model"] == "kan" for m in kangnn):
+            twin_sets += 1
+            twin_wins += won_twin
+        external = [m for m in e["models"] if m["row"]["model"] in EXTERNAL_MODELS]
+        ours, theirs = _best(kangnn, metric, mode), _best(external, metric, mode)
+        if ours is not None and theirs is not None:
+            a = ours["row"].get(f"test_{metric}_mean")
+            b = theirs["row"].get(f"test_{metric}_mean")
+            better = _better(a, b, mode)
+            p, n = _paired_p(ours["seeds"], theirs["seeds"])
+            ext_sets += 1
+            ext_wins += bool(better)
+            ext_rows.append(
+                [
+                    e["dataset"],
+                    ours["label"],
+                    format_pm(a, ours["row"].get(f"test_{metric}_std")),
+                    theirs["label"],
+                    format_pm(b, theirs["row"].get(f"test_{metric}_std")),
+                    "n/a" if better is None else ("kangnn" if better else "chemprop"),
+                    _p(p),
+                    n,
+                ]
+            )
+    parts = [
+        "Test metric at the best-validation epoch, mean ± std (ddof=1) over seeds "
+        "(↓ lower is better, ↑ higher is better):",
+        "",
+        markdown_table(
+            ["dataset", "metric", "model", "seeds", "test", "val", "params", "s/epoch"], all_rows
+        ),
+    ]
+    if twin_rows:
+        parts += [
+            "",
+            "KAN vs its parameter-matched MLP twin (paired two-sided Wilcoxon signed-rank test "
+            "on the test metric over seeds):",
+            "",
+            markdown_table(
+                ["dataset", "conv", "KAN test", "MLP test", "better", "Wilcoxon p", "pairs"],
+                twin_rows,
+            ),
+        ]
+    if ext_rows:
+        parts += [
+            "",
+            "kangnn's best model vs chemprop's (each side picked by its mean validation metric; "
+            "paired Wilcoxon on the test metric over common seeds):",
+            "",
+            markdown_table(
+                [
+                    "dataset",
+                    "kangnn model",
+                    "test",
+                    "chemprop model",
+                    "test",
+                    "better",
+                    "Wilcoxon p",
+                    "pairs",
+                ],
+                ext_rows,
+            ),
+        ]
+    summary = []
+    if twin_sets:
+        summary.append(f"a KAN beats its MLP twin on {twin_wins} of {twin_sets} datasets")
+    if ext_sets:
+        summary.append(f"kangnn's best model beats chemprop's on {ext_wins} of {ext_sets}")
+    if summary:
+        parts += ["", "In short: " + "; ".join(summary) + " (mean test metric)."]
+    return "\n".join(parts) + "\n"

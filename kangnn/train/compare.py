@@ -6,6 +6,13 @@ for both models), each selected on validation only. The summary reports mean ± 
 seeds of the validation and test metrics (test at the best-validation epoch), the parameter
 counts, time per training epoch and peak memory, and a paired Wilcoxon signed-rank test of the
 test metric over seeds.
+
+With ``with_models=("chemprop",)`` (``kangnn compare CONFIG --with chemprop``) chemprop v2 is
+trained too, on the same molecules, splits and seeds (:mod:`kangnn.train.chemprop`): a row
+``chemprop`` at the settings of the config's ``chemprop`` section (chemprop's defaults) and, when
+the config has ``compare.model_overrides.chemprop`` (written by ``kangnn tune --models
+chemprop``), a row ``chemprop-tuned``. Their metrics are recomputed by kangnn from chemprop's
+prediction files, and each is tested against the KAN (and the MLP) with the same paired test.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from kangnn.train.rundir import (
 __all__ = ["CompareResult", "RunFailedError", "compare", "wilcoxon_test"]
 
 MODELS = ("kan", "mlp")
+#: Models ``compare(..., with_models=...)`` can add beside the KAN and its MLP twin.
+EXTERNAL = ("chemprop",)
 SEEDED_SPLITS = ("random", "balanced_scaffold")
 
 
@@ -128,15 +137,20 @@ def _run_config(cfg: DictConfig, function: str, seed: int) -> DictConfig:
 
 
 def _train_isolated(
-    run_cfg: DictConfig, run_dir: Path, split: dict[str, list[int]]
+    run_cfg: DictConfig, run_dir: Path, split: dict[str, list[int]], label: str | None = None
 ) -> dict[str, Any]:
-    """Train in a fresh Python process (clean peak-memory and timing figures)."""
+    """Train in a fresh Python process (clean peak-memory and timing figures); ``label``
+    names a chemprop row (``chemprop``, ``chemprop-tuned``) instead of a kangnn run."""
     with tempfile.TemporaryDirectory(prefix="kangnn-cmp-") as tmp:
         cfg_path = Path(tmp) / "config.yaml"
         save_config(run_cfg, cfg_path)
         split_path = Path(tmp) / "splits.json"
         split_path.write_text(json.dumps(split))
-        cmd = [sys.executable, "-m", "kangnn.cli", "train", str(cfg_path)]
+        if label is None:
+            cmd = [sys.executable, "-m", "kangnn.cli", "train", str(cfg_path)]
+        else:
+            cmd = [sys.executable, "-m", "kangnn.train.chemprop", str(cfg_path)]
+            cmd += ["--label", label]
         cmd += ["--run-dir", str(run_dir), "--split", str(split_path)]
         env = dict(os.environ)
         env.pop("KANGNN_RUN_STAGING", None)
@@ -150,8 +164,12 @@ def _train_isolated(
 
 
 def _train_inprocess(
-    run_cfg: DictConfig, run_dir: Path, split: dict[str, list[int]]
+    run_cfg: DictConfig, run_dir: Path, split: dict[str, list[int]], label: str | None = None
 ) -> dict[str, Any]:
+    if label is not None:
+        from kangnn.train.chemprop import train_chemprop
+
+        return train_chemprop(run_cfg, run_dir, split, label=label)
     from kangnn.train.run import train
 
     result = train(run_cfg, run_dir=run_dir, split=split)
@@ -159,11 +177,43 @@ def _train_inprocess(
     return result.metrics
 
 
+def _externals(cfg: DictConfig, with_models: Sequence[str]) -> list[tuple[str, DictConfig]]:
+    """``(row name, config)`` of each external model to train; checked before any training."""
+    unknown = [m for m in with_models if m not in EXTERNAL]
+    if unknown:
+        raise ConfigError(
+            f"unknown model(s) for --with: {', '.join(unknown)}; valid: {', '.join(EXTERNAL)}"
+        )
+    out: list[tuple[str, DictConfig]] = []
+    if "chemprop" in with_models:
+        from kangnn.train.chemprop import _tracking, require_chemprop, tuned_config
+
+        cp = require_chemprop()
+        out.append(("chemprop", cfg))
+        tuned = tuned_config(cfg)
+        if tuned is not None:
+            validate_config(tuned)
+            out.append(("chemprop-tuned", tuned))
+        for _, c in out:
+            _tracking(cp, c.chemprop.tracking_metric)
+    return out
+
+
+def _external_config(cfg: DictConfig, seed: int) -> DictConfig:
+    c = cfg.copy()
+    c.seed = seed
+    c.train.resume = False
+    if cfg.compare.isolate:
+        c.train.progress_bar = False
+    return c
+
+
 def compare(
     cfg: DictConfig,
     seeds: int | None = None,
     out_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
+    with_models: Sequence[str] = (),
 ) -> CompareResult:
     """Train the KAN model of ``cfg`` and its parameter-matched MLP baseline over seeds.
 
@@ -179,12 +229,21 @@ def compare(
         written in ``<output_dir>/.partial`` first and moved there when complete.
     log:
         Where progress lines go.
+    with_models:
+        External models to train beside them on the same splits and seeds: ``("chemprop",)``
+        adds the rows ``chemprop`` and (with ``compare.model_overrides.chemprop``)
+        ``chemprop-tuned``.
 
     Returns
     -------
     CompareResult
-        With ``summary.csv``, ``summary.md``, ``runs.csv``, ``curves.png`` and a run directory
-        per model and seed under ``runs/`` in ``out_dir``.
+        With ``summary.csv``, ``summary.md``, ``summary.json``, ``runs.csv``, ``curves.png``
+        and a run directory per model and seed under ``runs/`` in ``out_dir``.
+
+    Raises
+    ------
+    ConfigError, DataError, RunDirError, RunFailedError, ChempropUnavailableError
+        Before any training for bad input or a missing chemprop.
     """
     from kangnn.train.data import prepare_data
     from kangnn.train.run import quiet_lightning, resolve_model
@@ -196,6 +255,7 @@ def compare(
     if n_seeds < 1:
         raise ConfigError(f"bad value for config key 'compare.seeds': {n_seeds} must be >= 1")
     seed_list = [int(cfg.seed) + i for i in range(n_seeds)]
+    externals = _externals(cfg, list(dict.fromkeys(with_models)))
 
     # Load the data, split it and match the baseline once, up front: bad input fails before any
     # training, and each seed's split is made once and handed to both of its runs.
@@ -231,6 +291,7 @@ def compare(
     created = make_dirs(staging / "runs")
     run_one = _train_isolated if cfg.compare.isolate else _train_inprocess
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODELS}
+    runs.update({label: [] for label, _ in externals})
     try:
         for seed in seed_list:
             for function in MODELS:
@@ -242,13 +303,14 @@ def compare(
                 metrics = run_one(run_cfg, run_dir, splits[seed])
                 metrics["run_dir"] = str(Path("runs") / run_dir.name)
                 runs[function].append(metrics)
-                log(
-                    f"  seed {seed} {function.upper()}: val {metric} "
-                    f"{_fmt(metrics['val'].get(metric))}, test {metric} "
-                    f"{_fmt(metrics['test'].get(metric))}, best epoch "
-                    f"{metrics['best_epoch']}/{metrics['epochs_run']}, "
-                    f"{_fmt(metrics['epoch_time_s'])} s/epoch ({time.perf_counter() - t0:.0f} s)"
-                )
+                _log_run(log, seed, function.upper(), metric, metrics, t0)
+            for label, ext_cfg in externals:
+                run_dir = staging / "runs" / f"{label}-s{seed}"
+                t0 = time.perf_counter()
+                metrics = run_one(_external_config(ext_cfg, seed), run_dir, splits[seed], label)
+                metrics["run_dir"] = str(Path("runs") / run_dir.name)
+                runs[label].append(metrics)
+                _log_run(log, seed, label, metric, metrics, t0)
         result = _summarise(cfg, staging, runs, metric, mode, task, match, name)
         os.replace(staging, final)
         drop_if_empty(staging.parent)
@@ -257,6 +319,16 @@ def compare(
         raise
     result.out_dir = final
     return result
+
+
+def _log_run(
+    log: Callable[[str], None], seed: int, name: str, metric: str, m: dict[str, Any], t0: float
+) -> None:
+    log(
+        f"  seed {seed} {name}: val {metric} {_fmt(m['val'].get(metric))}, test {metric} "
+        f"{_fmt(m['test'].get(metric))}, best epoch {m['best_epoch']}/{m['epochs_run']}, "
+        f"{_fmt(m['epoch_time_s'])} s/epoch ({time.perf_counter() - t0:.0f} s)"
+    )
 
 
 def _fmt(v: float | None) -> str:
@@ -282,17 +354,27 @@ def _summarise(
     mlp_times = [r["epoch_time_s"] for r in runs["mlp"]]
     ratios = [k / m for k, m in zip(kan_times, mlp_times, strict=True) if k and m]
     time_ratio = float(np.mean(ratios)) if ratios else None
+    # Every other model against the KAN (and the externals against the MLP twin too), paired
+    # by seed on the test metric.
+    tests = {"kan vs mlp": test}
+    for other in (m for m in runs if m not in MODELS):
+        for ours in MODELS:
+            tests[f"{ours} vs {other}"] = wilcoxon_test(
+                [r["test"].get(metric) for r in runs[ours]],
+                [r["test"].get(metric) for r in runs[other]],
+            )
 
     rows: list[dict[str, Any]] = []
-    for model in MODELS:
-        rs = runs[model]
+    for model, rs in runs.items():
+        if model in MODELS:
+            width = match.kan_hidden_channels if model == "kan" else match.mlp_hidden_channels
+        else:
+            width = rs[0]["chemprop"]["message_hidden_dim"]
         row: dict[str, Any] = {
             "model": model,
-            "conv": cfg.model.conv,
+            "conv": cfg.model.conv if model in MODELS else rs[0]["conv"],
             "params": rs[0]["params"],
-            "function_width": match.kan_hidden_channels
-            if model == "kan"
-            else match.mlp_hidden_channels,
+            "function_width": width,
             "n_seeds": len(rs),
         }
         for split in ("val", "test"):
@@ -307,13 +389,18 @@ def _summarise(
             row[f"{col}_mean"], row[f"{col}_std"] = _stats([r[key] for r in rs])
         row["memory_kind"] = rs[0]["memory_kind"]
         row["time_ratio_kan_mlp"] = time_ratio
-        row["wilcoxon_stat"] = test["statistic"]
-        row["wilcoxon_p"] = test["p"]
-        row["wilcoxon_note"] = test["note"]
+        # The KAN row carries the KAN-vs-MLP test; every other row its test against the KAN.
+        vs = "mlp" if model == "kan" else "kan"
+        pair = test if model in MODELS else tests[f"kan vs {model}"]
+        row["wilcoxon_vs"] = vs
+        row["wilcoxon_stat"] = pair["statistic"]
+        row["wilcoxon_p"] = pair["p"]
+        row["wilcoxon_note"] = pair["note"]
         rows.append(row)
 
     _write_csv(out / "summary.csv", rows)
     _write_runs_csv(out / "runs.csv", runs, metric_names)
+    # Only kangnn's curves: chemprop logs its validation metric on standardised targets.
     curves = {m: [_curve(out / r["run_dir"], metric) for r in runs[m]] for m in MODELS}
     label = f"validation {metric.upper().replace('_', '-')}"
     plot_curves(
@@ -323,7 +410,7 @@ def _summarise(
         title=f"{name} ({cfg.model.conv}): KAN vs parameter-matched MLP",
     )
     table = _table(rows, metric_names, metric)
-    md = _markdown(cfg, name, task, metric, mode, rows, table, test, time_ratio, runs, match)
+    md = _markdown(cfg, name, task, metric, mode, rows, table, tests, time_ratio, runs, match)
     tmp = out / ".summary.md.tmp"
     tmp.write_text(md)
     os.replace(tmp, out / "summary.md")
@@ -332,6 +419,19 @@ def _summarise(
         {
             "rows": rows,
             "wilcoxon": test,
+            "wilcoxon_pairs": tests,
+            "per_seed": {
+                m: [
+                    {
+                        "seed": r["seed"],
+                        "val": r["val"].get(metric),
+                        "test": r["test"].get(metric),
+                        "run_dir": r["run_dir"],
+                    }
+                    for r in rs
+                ]
+                for m, rs in runs.items()
+            },
             "time_ratio_kan_mlp": time_ratio,
             "metric": metric,
             "mode": mode,
@@ -344,7 +444,7 @@ def _summarise(
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
         w.writeheader()
         for row in rows:
             w.writerow({k: ("" if v is None else v) for k, v in row.items()})
@@ -355,8 +455,8 @@ def _write_runs_csv(
     path: Path, runs: dict[str, list[dict[str, Any]]], metric_names: list[str]
 ) -> None:
     rows = []
-    for model in MODELS:
-        for r in runs[model]:
+    for model, rs in runs.items():
+        for r in rs:
             row = {
                 "model": model,
                 "seed": r["seed"],
@@ -380,10 +480,11 @@ def _write_runs_csv(
 def _table(rows: list[dict[str, Any]], metric_names: list[str], metric: str) -> str:
     header = ["model", "params"]
     header += [f"val {m}" for m in metric_names] + [f"test {m}" for m in metric_names]
-    header += ["s/epoch", "peak MiB", f"Wilcoxon p (test {metric})"]
+    header += ["s/epoch", "peak MiB", f"Wilcoxon p vs KAN (test {metric})"]
     body = []
     for row in rows:
-        cells = [row["model"].upper(), f"{row['params']:,}"]
+        name = row["model"].upper() if row["model"] in MODELS else row["model"]
+        cells = [name, f"{row['params']:,}"]
         for split in ("val", "test"):
             cells += [
                 format_pm(row[f"{split}_{m}_mean"], row[f"{split}_{m}_std"]) for m in metric_names
@@ -391,7 +492,7 @@ def _table(rows: list[dict[str, Any]], metric_names: list[str], metric: str) -> 
         cells.append(format_pm(row["epoch_time_s_mean"], row["epoch_time_s_std"], 2))
         cells.append(format_pm(row["peak_memory_mb_mean"], row["peak_memory_mb_std"], 1))
         p = row["wilcoxon_p"]
-        cells.append("n/a" if p is None else f"{p:.3g}")
+        cells.append("—" if row["model"] == "kan" else "n/a" if p is None else f"{p:.3g}")
         body.append(cells)
     return markdown_table(header, body)
 
@@ -404,7 +505,7 @@ def _markdown(
     mode: str,
     rows: list[dict[str, Any]],
     table: str,
-    test: dict[str, Any],
+    tests: dict[str, dict[str, Any]],
     time_ratio: float | None,
     runs: dict[str, list[dict[str, Any]]],
     match: Any,
@@ -419,6 +520,8 @@ def _markdown(
     )
     better = "lower" if mode == "min" else "higher"
     seeds = [r["seed"] for r in runs["kan"]]
+    test = tests["kan vs mlp"]
+    others = [m for m in runs if m not in MODELS]
     lines = [
         f"# {name}: KAN vs parameter-matched MLP ({cfg.model.conv})",
         "",
@@ -459,6 +562,11 @@ def _markdown(
             if test["n"]
             else ""
         ),
+        *(
+            f"- {pair}: " + (f"p = {t['p']:.3g}." if t["p"] is not None else f"{t['note']}.")
+            for pair, t in tests.items()
+            if pair != "kan vs mlp"
+        ),
         "- Time per epoch: wall time of the training part of an epoch (forward, backward, "
         "optimiser; validation excluded), median over epochs (the first left out when there are "
         "3 or more), then mean ± std over seeds."
@@ -468,17 +576,27 @@ def _markdown(
             else ""
         ),
         f"- Peak memory: {mem_note}.",
-        "",
-        "Per seed:",
-        "",
     ]
+    for model in others:
+        c = runs[model][0]["chemprop"]
+        lines.append(
+            f"- {model}: chemprop {runs[model][0]['chemprop_version']} D-MPNN (bond messages, "
+            f"depth {c['depth']}, width {c['message_hidden_dim']}, {c['aggregation']} "
+            f"aggregation, FFN {c['ffn_num_layers']} x {c['ffn_hidden_dim']}, dropout "
+            f"{c['dropout']}), {c['epochs']} epochs, batch {c['batch_size']}, lr {c['init_lr']} → "
+            f"{c['max_lr']} → {c['final_lr']} ({c['warmup_epochs']} warm-up epochs), checkpoint "
+            f"of the best {c['tracking_metric']}; trained on the same molecules, splits and "
+            "seeds; its val and test metrics are recomputed by kangnn from its "
+            "val_predictions.csv / predictions.csv."
+        )
+    lines += ["", "Per seed:", ""]
     header = ["model", "seed", f"val {metric}", f"test {metric}", "best epoch", "s/epoch"]
     body = []
-    for model in MODELS:
-        for r in runs[model]:
+    for model, rs in runs.items():
+        for r in rs:
             body.append(
                 [
-                    model.upper(),
+                    model.upper() if model in MODELS else model,
                     r["seed"],
                     _fmt(r["val"].get(metric)),
                     _fmt(r["test"].get(metric)),
@@ -486,5 +604,10 @@ def _markdown(
                     _fmt(r["epoch_time_s"]),
                 ]
             )
-    lines += [markdown_table(header, body), "", "Validation curves: `curves.png`.", ""]
+    curves_note = "Validation curves: `curves.png`" + (
+        " (KAN and MLP; chemprop logs its validation metric on standardised targets)."
+        if others
+        else "."
+    )
+    lines += [markdown_table(header, body), "", curves_note, ""]
     return "\n".join(lines)
