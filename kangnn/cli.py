@@ -8,6 +8,8 @@ Examples
     kangnn train --resume runs/esol-gin-kan-s0-20250101-120000-ab12 train.epochs=200
     kangnn compare experiments/esol.yaml --quick
     kangnn compare experiments/bbbp.yaml --seeds 5 train.epochs=50
+    kangnn tune experiments/esol.yaml --trials 20 --out runs/tune-esol
+    kangnn compare runs/tune-esol/best-kan.yaml   # the tuned KAN vs the tuned MLP twin
     kangnn predict runs/esol-gin-kan-s0-... --input new.csv --output preds.csv
     kangnn plot runs/esol-gin-kan-s0-...
     kangnn bench model --conv gin
@@ -101,6 +103,23 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("bench", help="benchmarks: kangnn bench {layer|conv|model} [options]")
 
     sub.add_parser("datasets", help="list the built-in dataset names")
+
+    tu = sub.add_parser(
+        "tune",
+        help="tune the KAN and its MLP twin with equal budgets (Optuna); writes best-<model>.yaml",
+        description="Search the config's tune.space for each model with the same number of "
+        "trials, selecting on the validation metric only. Resumable: rerun the same command "
+        "(or with a larger --trials) to continue the study in --out.",
+    )
+    tu.add_argument("config")
+    tu.add_argument("overrides", nargs="*", metavar="OVERRIDES")
+    tu.add_argument("--trials", type=int, help="trials per model (default: tune.trials)")
+    tu.add_argument(
+        "--models", nargs="+", default=["kan", "mlp"], help="models to tune (default: kan mlp)"
+    )
+    tu.add_argument("--out", help="study folder (default: <output_dir>/tune-<name>-<conv>)")
+    tu.add_argument("--quick", action="store_true", help="apply the config's quick preset")
+    tu.add_argument("--data-root", metavar="DIR", help=DATA_ROOT_HELP)
     return p
 
 
@@ -154,6 +173,21 @@ def _compare(args: argparse.Namespace) -> int:
     ratio = result.rows[0].get("time_ratio_kan_mlp")
     if ratio:
         print(f"KAN / MLP time per epoch: {ratio:.2f}x")
+    print(result.out_dir)
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from kangnn.config import load_config
+    from kangnn.train.tune import tune
+
+    if args.trials is not None and args.trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {args.trials}")
+    cfg = load_config(args.config, args.overrides, quick=args.quick)
+    result = tune(cfg, trials=args.trials, models=args.models, out_dir=args.out, log=_info)
+    print(result.table)
+    for model, best in result.best.items():
+        print(f"{model}: {best['config']}")
     print(result.out_dir)
     return 0
 
@@ -218,6 +252,7 @@ COMMANDS = {
     "predict": _predict,
     "plot": _plot,
     "datasets": _datasets,
+    "tune": _tune,
 }
 
 
