@@ -14,6 +14,9 @@ Examples
     kangnn plot runs/esol-gin-kan-s0-...
     kangnn bench model --conv gin
     kangnn datasets
+    kangnn compare experiments/esol.yaml --with chemprop   # plus chemprop on the same splits
+    kangnn splits export runs/esol-gin-kan-s0-... --format chemprop
+    kangnn report experiments/results --output results.md
 
 A user mistake (missing file, bad config key or value, bad data, missing run directory, a
 checkpoint of a different model) prints ``kangnn: error: <one line>`` to stderr and exits with
@@ -86,6 +89,17 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--quick", action="store_true", help="apply the config's quick preset")
     c.add_argument("--out", help="comparison directory (default: under output_dir)")
     c.add_argument("--data-root", metavar="DIR", help=DATA_ROOT_HELP)
+    c.add_argument(
+        "--with",
+        dest="with_models",
+        action="append",
+        default=[],
+        choices=["chemprop"],
+        metavar="MODEL",
+        help="also train chemprop on the same splits and seeds: rows chemprop (the config's "
+        "chemprop section) and, with compare.model_overrides.chemprop (kangnn tune), "
+        "chemprop-tuned",
+    )
 
     pr = sub.add_parser("predict", help="predict new molecules with a trained run")
     pr.add_argument("run_dir", metavar="RUN_DIR")
@@ -98,6 +112,36 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir", metavar="RUN_DIR")
     pl.add_argument("--output", help="PNG to write (default: RUN_DIR/kan_functions.png)")
     pl.add_argument("--edges", type=int, default=4, help="functions shown per layer")
+
+    sp = sub.add_parser("splits", help="export the split of a run for other tools")
+    sp_sub = sp.add_subparsers(dest="splits_command", metavar="ACTION")
+    sp_sub.required = True
+    ex = sp_sub.add_parser(
+        "export",
+        help="write a run's train/val/test indices in chemprop's --splits-file format",
+        description="Write the split of RUN_DIR as chemprop's --splits-file JSON and print "
+        "the chemprop train command that uses it.",
+    )
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    ex.add_argument("--format", default="chemprop", choices=["chemprop"])
+    ex.add_argument("--output", help="JSON to write (default: RUN_DIR/chemprop_splits.json)")
+    ex.add_argument(
+        "--data",
+        metavar="FILE",
+        help="also write the run's molecules (smiles, targets) in index order to this CSV "
+        "(needed when the dataset skipped rows of its source file)",
+    )
+    ex.add_argument("--data-root", dest="root", metavar="DIR", help=DATA_ROOT_HELP)
+
+    rp = sub.add_parser(
+        "report",
+        help="the results tables of all comparisons (Markdown)",
+        description="Render the Results tables (every model; KAN vs MLP twin; kangnn vs "
+        "chemprop, with the paired Wilcoxon p) from RESULTS_DIR/<dataset>/summary.json.",
+    )
+    rp.add_argument("results", nargs="?", default="experiments/results", metavar="RESULTS_DIR")
+    rp.add_argument("--output", help="Markdown file to write (default: stdout)")
+    rp.add_argument("--datasets", nargs="+", help="dataset folders, in order (default: all)")
 
     # Only listed here for --help: main() forwards `bench KIND ARGS` before parsing.
     sub.add_parser("bench", help="benchmarks: kangnn bench {layer|conv|model} [options]")
@@ -166,7 +210,9 @@ def _compare(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, quick=args.quick)
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
-    result = compare(cfg, seeds=args.seeds, out_dir=args.out, log=_info)
+    result = compare(
+        cfg, seeds=args.seeds, out_dir=args.out, log=_info, with_models=args.with_models
+    )
     print(result.table)
     if result.test.get("p") is None:
         print(f"Wilcoxon: {result.test['note']}")
@@ -189,6 +235,34 @@ def _tune(args: argparse.Namespace) -> int:
     for model, best in result.best.items():
         print(f"{model}: {best['config']}")
     print(result.out_dir)
+    return 0
+
+
+def _splits(args: argparse.Namespace) -> int:
+    from kangnn.train.chemprop import export_splits
+
+    out, data, command = export_splits(
+        args.run_dir, output=args.output, data_out=args.data, data_root=args.root
+    )
+    if data is not None:
+        _info(f"molecules: {data}")
+    _info(f"run chemprop on it with: {command}")
+    print(out)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from kangnn.reports import results_table
+
+    try:
+        text = results_table(args.results, args.datasets)
+    except ValueError as err:  # an unreadable summary.json, named
+        raise UsageError(str(err)) from None
+    if args.output:
+        Path(args.output).write_text(text)
+        print(args.output)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -249,6 +323,8 @@ def _datasets(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": _train,
     "compare": _compare,
+    "splits": _splits,
+    "report": _report,
     "predict": _predict,
     "plot": _plot,
     "datasets": _datasets,
@@ -264,6 +340,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from kangnn.config import ConfigError
     from kangnn.data import DataError
     from kangnn.models import ParameterMatchError
+    from kangnn.train.chemprop import ChempropUnavailableError
     from kangnn.train.compare import RunFailedError
     from kangnn.train.rundir import CheckpointError, RunDirError
 
@@ -274,6 +351,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         CheckpointError,
         ParameterMatchError,
         RunFailedError,
+        ChempropUnavailableError,
         UsageError,
     )
 
