@@ -244,7 +244,7 @@ def test_moleculegnn_has_one_dmpnn_of_depth_num_layers_and_matches_parameters():
     assert abs(match.rel_diff) <= 0.05 and match.mlp_hidden_channels > 16
     for model in (kan, mlp):
         (conv,) = model.convs
-        assert isinstance(conv, KANDMPNNConv) and conv.depth == 3 and not model.residual
+        assert isinstance(conv, KANDMPNNConv) and conv.depth == 3
     graphs = [smiles_to_graph(s, "chemprop") for s in ["CCO", "C", "[Na+].[Cl-]", "c1ccccc1N"]]
     batch = Batch.from_data_list(graphs)
     kan.eval()

@@ -99,9 +99,11 @@ class MoleculeGNN(nn.Module):
     conv:
         ``"gin"``, ``"gine"``, ``"mpnn"``, ``"gated"`` or ``"dmpnn"`` (see
         :data:`CONV_REGISTRY`). ``"dmpnn"`` is chemprop's directed bond message passing: one
-        :class:`~kangnn.nn.KANDMPNNConv` whose ``depth`` is ``num_layers`` (chemprop's depth),
-        not a stack of residual layers, and its output replaces the atom embedding (chemprop
-        has no residual connection around it; its :math:`F_o` reads the atom embedding).
+        :class:`~kangnn.nn.KANDMPNNConv` whose ``depth`` is ``num_layers`` (chemprop's depth)
+        instead of a stack of layers, in the same residual block as the others. (Without the
+        residual, an output channel that ReLU keeps at zero on the training molecules has a
+        near-zero batch-norm variance, and a test molecule that switches it on is scaled up by
+        orders of magnitude.)
     function:
         ``"kan"`` or ``"mlp"``.
     hidden_channels:
@@ -179,8 +181,7 @@ class MoleculeGNN(nn.Module):
             FeatureEncoder(bond_feature_dims, hidden_channels) if uses_edges else None
         )
         # A D-MPNN is one module with num_layers internal steps, as in chemprop.
-        self.residual = conv != "dmpnn"
-        stacked = num_layers if self.residual else 1
+        stacked = 1 if conv == "dmpnn" else num_layers
         self.norms = nn.ModuleList(_norm(norm, hidden_channels) for _ in range(stacked))
         self.convs = nn.ModuleList(
             self._make_conv(
@@ -237,8 +238,7 @@ class MoleculeGNN(nn.Module):
             edge_attr = self.bond_encoder(data.edge_attr)
         for norm, conv in zip(self.norms, self.convs, strict=True):
             h = conv(norm(x), data.edge_index, edge_attr)
-            h = nn.functional.dropout(h, self.dropout, self.training)
-            x = x + h if self.residual else h
+            x = x + nn.functional.dropout(h, self.dropout, self.training)
         return self.out_norm(x)
 
     def forward(self, data: Any) -> Tensor:
