@@ -252,6 +252,12 @@ def test_moleculegnn_has_one_dmpnn_of_depth_num_layers_and_matches_parameters():
     assert out.shape == (4, 1) and torch.isfinite(out).all()
     single = torch.cat([kan(Batch.from_data_list([g])) for g in graphs])
     torch.testing.assert_close(out, single, rtol=1e-4, atol=1e-5)
+    # One residual block: the atom embedding is kept next to the D-MPNN's output, so no output
+    # channel that ReLU zeroes on the training set leaves batch norm a zero variance.
+    x = kan.atom_encoder(batch.x)
+    e = kan.bond_encoder(batch.edge_attr)
+    want = kan.out_norm(x + kan.convs[0](kan.norms[0](x), batch.edge_index, e))
+    torch.testing.assert_close(kan.node_embeddings(batch), want)
 
 
 def test_config_accepts_dmpnn_and_rejects_other_aggregations():
