@@ -9,7 +9,9 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
@@ -292,3 +294,324 @@ def test_ddp_two_cpu_processes(esol_root, tmp_path):
     assert metrics["num_devices"] == 2 and metrics["epochs_run"] == 1
     assert math.isfinite(metrics["test"]["rmse"])
     assert [p.name for p in (tmp_path / "runs").iterdir()] == [run_dir.name]
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+def test_auroc_is_computed_in_float64_for_logits_that_saturate_float32():
+    logits = torch.tensor([[18.0], [19.0], [20.0], [21.0], [22.0], [23.0]])
+    labels = torch.tensor([[0.0], [0.0], [1.0], [0.0], [1.0], [1.0]])
+    assert bool((torch.sigmoid(logits) == 1.0).all())  # float32: six ties
+    m = MaskedAUROC(num_tasks=1)
+    m.update(logits[:3], labels[:3])
+    m.update(logits[3:], labels[3:])
+    # Positives at ranks 3, 5, 6 of 6: (3 + 5 + 6 - 6) / (3 * 3) = 8 / 9.
+    assert float(m.compute()["roc_auc"]) == pytest.approx(8 / 9, abs=1e-12)
+
+
+def _kinds_model() -> torch.nn.Module:
+    from kangnn.kan import KANLinear
+
+    return torch.nn.Sequential(
+        torch.nn.Embedding(5, 3),
+        KANLinear(3, 4),
+        torch.nn.BatchNorm1d(4),
+        torch.nn.Linear(4, 2),
+        torch.nn.LayerNorm(2),
+    )
+
+
+def test_param_groups_by_kind_weight_decay_and_spline_lr():
+    from kangnn.train.optim import param_groups
+
+    model = _kinds_model()
+    groups = param_groups(model, 1e-3, 0.1, ["bias", "norm", "embedding"], spline_lr_scale=3.0)
+    by_name = {g["name"]: g for g in groups}
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert ids(by_name["decay"]["params"]) == ids([model[1].base_weight, model[3].weight])
+    assert ids(by_name["spline"]["params"]) == ids([model[1].spline_weight])
+    no_decay = [model[0].weight, model[2].weight, model[2].bias, model[3].bias]
+    assert ids(by_name["no_decay"]["params"]) == ids([*no_decay, model[4].weight, model[4].bias])
+    assert (
+        by_name["spline"]["lr"] == pytest.approx(3e-3) and by_name["spline"]["weight_decay"] == 0.1
+    )
+    assert by_name["no_decay"]["weight_decay"] == 0.0 and by_name["decay"]["lr"] == 1e-3
+    # Every trainable parameter in exactly one group.
+    flat = [id(p) for g in groups for p in g["params"]]
+    assert sorted(flat) == sorted(id(p) for p in model.parameters())
+    spline_too = param_groups(model, 1e-3, 0.1, ["spline"], spline_lr_scale=2.0)
+    assert {g["name"] for g in spline_too} == {"decay", "spline_no_decay"}
+    with pytest.raises(ValueError, match="unknown parameter kind"):
+        param_groups(model, 1e-3, 0.1, ["weights"])
+
+
+def test_lr_schedule_warmup_then_cosine_or_exponential_per_step():
+    from kangnn.train.optim import make_optimizer, make_scheduler
+
+    def lrs(kind: str, total: int = 20, warmup: int = 4) -> list[tuple[float, float]]:
+        opt = make_optimizer(
+            _kinds_model(), "adamw", lr=1e-2, weight_decay=0.01, spline_lr_scale=2.0
+        )
+        sched = make_scheduler(opt, kind, total, warmup, final_ratio=0.1)
+        out = []
+        for _ in range(total + 2):
+            groups = {g["name"]: g["lr"] for g in opt.param_groups}
+            out.append((groups["decay"], groups["spline"]))
+            opt.step()
+            sched.step()
+        return out
+
+    cos = lrs("cosine")
+    assert cos[0][0] == pytest.approx(1e-3)  # warm-up starts at min_lr_ratio * lr
+    assert cos[2][0] == pytest.approx(1e-3 + 0.5 * 9e-3)  # linear
+    assert cos[4][0] == pytest.approx(1e-2)  # peak after the warm-up
+    assert cos[12][0] == pytest.approx(1e-2 * (0.1 + 0.9 * 0.5))  # half-way down the cosine
+    assert cos[20][0] == pytest.approx(1e-3) and cos[21][0] == pytest.approx(1e-3)  # floor
+    assert all(s == pytest.approx(2 * b) for b, s in cos)  # the spline group keeps its ratio
+    exp = lrs("exponential")
+    assert exp[12][0] == pytest.approx(1e-2 * 0.1**0.5) and exp[20][0] == pytest.approx(1e-3)
+    const = lrs("none")
+    assert const[4][0] == const[20][0] == pytest.approx(1e-2)
+    opt = make_optimizer(_kinds_model(), "adam", lr=1e-2)
+    assert make_scheduler(opt, "none", 20, 0) is None and isinstance(opt, torch.optim.Adam)
+
+
+# Each bad value a model would reject (or that makes no sense) is a one-line ConfigError naming
+# its key, before any data is loaded.
+BAD_VALUES = [
+    ("model.spline_order=0", "model.spline_order"),
+    ("model.spline_order=-1", "model.spline_order"),
+    ("model.grid_size=0", "model.grid_size"),
+    ("model.hidden_channels=-4", "model.hidden_channels"),
+    ("model.num_layers=0", "model.num_layers"),
+    ("model.function_layers=0", "model.function_layers"),
+    ("model.function_hidden_channels=0", "model.function_hidden_channels"),
+    ("model.mlp_hidden_channels=-3", "model.mlp_hidden_channels"),
+    ("model.dropout=1.0", "model.dropout"),
+    ("model.basis=wavelet", "model.basis"),
+    ("model.match_tolerance=0", "model.match_tolerance"),
+    ("train.optimizer=sgd", "train.optimizer"),
+    ("train.scheduler=plateau", "train.scheduler"),
+    ("train.warmup_epochs=-1", "train.warmup_epochs"),
+    ("train.min_lr_ratio=0", "train.min_lr_ratio"),
+    ("train.min_lr_ratio=1.5", "train.min_lr_ratio"),
+    ("train.spline_lr_scale=0", "train.spline_lr_scale"),
+    ("train.decay_exclude=[bias,gain]", "train.decay_exclude[1]"),
+    ("train.grad_clip=-1", "train.grad_clip"),
+    ("train.grad_clip_algorithm=max", "train.grad_clip_algorithm"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("tune.trials=0", "tune.trials"),
+    ("tune.pruner=hyperband", "tune.pruner"),
+    ("tune.sampler=grid", "tune.sampler"),
+]
+
+
+@pytest.mark.parametrize(("override", "key"), BAD_VALUES)
+def test_bad_config_value_is_a_one_line_error_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["dataset.name=esol", override])
+    assert f"'{key}'" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("basis", ["bspline", "rbf", "chebyshev", "fourier"])
+def test_smallest_accepted_model_values_build_a_model(basis):
+    """The bounds of the checks above are the models' own: the smallest accepted values build
+    and run a model (so the config does not reject what the model takes, nor the reverse)."""
+    from torch_geometric.data import Batch
+
+    from kangnn.data import feature_dims, smiles_to_graph
+    from kangnn.models import MoleculeGNN, model_kwargs
+
+    cfg = load_config(
+        None,
+        [
+            "dataset.name=esol",
+            f"model.basis={basis}",
+            "model.grid_size=1",
+            "model.spline_order=1",
+            "model.hidden_channels=1",
+            "model.num_layers=1",
+            "model.function_layers=1",
+            "model.norm=none",
+        ],
+    )
+    atom, bond = feature_dims(cfg.dataset.features)
+    model = MoleculeGNN(atom, bond, 1, **model_kwargs(cfg.model))
+    batch = Batch.from_data_list([smiles_to_graph("CCO"), smiles_to_graph("c1ccccc1")])
+    assert model(batch).shape == (2, 1)
+
+
+def test_model_overrides_apply_to_their_model_only_and_bad_ones_fail():
+    from kangnn.config import for_model
+
+    cfg = load_config(
+        None,
+        [
+            "dataset.name=esol",
+            "train.lr=0.001",
+            "compare.model_overrides={kan: [train.lr=0.002, model.grid_size=7], "
+            "mlp: [train.lr=0.005]}",
+        ],
+    )
+    kan, mlp = for_model(cfg, "kan"), for_model(cfg, "mlp")
+    assert (kan.train.lr, kan.model.grid_size, kan.model.function) == (0.002, 7, "kan")
+    assert (mlp.train.lr, mlp.model.grid_size, mlp.model.function) == (0.005, 5, "mlp")
+    assert for_model(kan) == kan  # idempotent: a run's saved config re-applies it unchanged
+    for bad, match in (
+        ("{gcn: [train.lr=0.1]}", "unknown model 'gcn'"),
+        ("{mlp: [train.rate=0.1]}", "known config key"),
+        ("{mlp: [train.lr]}", "key=value"),
+        ("{mlp: [dataset.split=random]}", "cannot be set per model"),
+        ("{mlp: [model.function=kan]}", "cannot be set per model"),
+        ("{kan: [seed=3]}", "cannot be set per model"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            load_config(None, ["dataset.name=esol", f"compare.model_overrides={bad}"])
+
+
+def test_environment_records_the_fused_switch_and_environment_variables(monkeypatch):
+    from types import SimpleNamespace
+
+    from kangnn.kan import fused
+    from kangnn.train.environment import collect_environment
+
+    cfg = load_config(None, ["dataset.name=esol", "seed=4", "train.threads=1"])
+    data = SimpleNamespace(  # a PreparedData stand-in: its split, split seed and size
+        split={"train": [0, 1], "val": [2], "test": [3]}, split_seed=4, dataset=[None] * 4
+    )
+    monkeypatch.setenv("KANGNN_FUSED", "0")
+    saved = fused._state["enabled"]
+    fused.set_fused(False)
+    try:
+        env = collect_environment(cfg, data)
+    finally:
+        fused.set_fused(saved)
+    assert env["kernels"]["fused_bspline"] is False
+    assert env["env"]["KANGNN_FUSED"] == "0"
+    assert env["seed"] == 4 and env["split"]["sizes"] == {"train": 2, "val": 1, "test": 1}
+    assert {"torch", "torch_geometric", "rdkit", "lightning", "kangnn", "chemprop"} <= set(
+        env["versions"]
+    )
+    assert env["kernels"]["scatter_backend"] in ("torch", "torch_scatter")
+
+
+# ----------------------------------------------------------------------------- fair pairing
+
+
+class _Recorder(L.Callback):
+    """Records the molecules of every training batch, the learning rate before every step and
+    the gradient clipping the trainer was given."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, list[str]]] = []
+        self.lrs: list[float] = []
+        self.clip: tuple[Any, Any] | None = None
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.clip = (trainer.gradient_clip_val, trainer.gradient_clip_algorithm)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.batches.append((trainer.current_epoch, list(batch.smiles)))
+        self.lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    def epoch(self, e: int) -> list[list[str]]:
+        return [b for ep, b in self.batches if ep == e]
+
+
+PAIRED = [
+    "dataset.split_seed=0",  # one split for every seed: only the batch order may follow it
+    "train.warmup_epochs=1",
+    "train.scheduler=cosine",
+    "train.min_lr_ratio=0.1",
+    "train.lr=0.002",
+    "train.grad_clip=0.5",
+    "train.grad_clip_algorithm=value",
+]
+
+
+@pytest.fixture(scope="module")
+def paired_runs(esol_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("paired")
+    runs = {}
+    for function in ("kan", "mlp"):
+        rec = _Recorder()
+        cfg = tiny_config(esol_root, out, f"model.function={function}", "seed=0", *PAIRED)
+        runs[function] = (train(cfg, callbacks=[rec]), rec)
+    return runs
+
+
+def test_kan_and_mlp_of_one_seed_see_the_same_batches(paired_runs, esol_root, tmp_path):
+    from kangnn.train.data import MoleculeDataModule, prepare_data
+
+    kan_rec, mlp_rec = paired_runs["kan"][1], paired_runs["mlp"][1]
+    assert kan_rec.batches == mlp_rec.batches and len(kan_rec.epoch(1)) > 1
+    assert kan_rec.epoch(0) != kan_rec.epoch(1)  # reshuffled every epoch
+    data = prepare_data(tiny_config(esol_root, tmp_path, *PAIRED))
+    order = lambda seed: [  # noqa: E731
+        list(b.smiles) for b in MoleculeDataModule(data, 32, seed=seed).train_dataloader()
+    ]
+    assert order(0) == kan_rec.epoch(0)  # the loader's own seeded generator decides
+    assert order(1) != order(0)  # another seed, another order
+
+
+def test_schedule_and_clipping_reach_the_trainer(paired_runs):
+    from kangnn.train.optim import lr_factor
+
+    kan, rec = paired_runs["kan"]
+    assert rec.clip == (0.5, "value")
+    steps = len(rec.lrs)  # 128 training molecules, batches of 32: 4 steps per epoch, 2 epochs
+    expected = [0.002 * lr_factor(i, "cosine", steps, steps // 2, 0.1) for i in range(steps)]
+    assert rec.lrs == pytest.approx(expected)
+    logged = [
+        float(r["train/lr"])
+        for r in read_metrics_csv(kan.run_dir / "logs" / "metrics.csv")
+        if r.get("train/lr")
+    ]
+    assert logged == pytest.approx([0.002, 0.0002])  # end of warm-up, end of the cosine
+
+
+def test_resumed_run_continues_batch_order_and_schedule(paired_runs, esol_root, tmp_path):
+    kan, rec = paired_runs["kan"]
+    first = train(tiny_config(esol_root, tmp_path, "seed=0", "train.epochs=1", *PAIRED))
+    resumed_rec = _Recorder()
+    resumed = train(
+        None, resume=first.run_dir, overrides=["train.epochs=2"], callbacks=[resumed_rec]
+    )
+    assert resumed_rec.epoch(1) == rec.epoch(1)
+    assert resumed_rec.lrs == pytest.approx(rec.lrs[len(rec.epoch(0)) :])
+    assert resumed.metrics["val"] == kan.metrics["val"]
+    assert resumed.metrics["test"] == kan.metrics["test"]
+
+
+# ----------------------------------------------------------------------------- reproducibility
+
+COMMITTED_RUN = Path("experiments/results/esol/runs/kan-s0")
+
+
+def test_committed_run_config_retrains_identically_and_records_its_environment(esol_root, tmp_path):
+    """A committed run's config (its architecture; one epoch on a slice of ESOL) trained, then
+    trained again from the config.yaml that run wrote: same metrics, predictions and split, and
+    the run directory records every switch that changes the numbers."""
+    cfg = load_config(
+        COMMITTED_RUN / "config.yaml",
+        [f"dataset.root={esol_root}", f"output_dir={tmp_path / 'a'}", "train.epochs=1"],
+    )
+    a = train(cfg)
+    again = load_config(a.run_dir / "config.yaml", [f"output_dir={tmp_path / 'b'}"])
+    b = train(again)
+    assert a.metrics["val"] == b.metrics["val"] and a.metrics["test"] == b.metrics["test"]
+    for name in ("splits.json", "predictions.csv", "scaler.json"):
+        assert (a.run_dir / name).read_text() == (b.run_dir / name).read_text()
+    env_a = json.loads((a.run_dir / "environment.json").read_text())
+    env_b = json.loads((b.run_dir / "environment.json").read_text())
+    for key in ("versions", "git", "kernels", "threads", "deterministic", "seed", "split", "data"):
+        assert env_a[key] == env_b[key], key
+    versions = env_a["versions"]
+    for pkg in ("torch", "torch_geometric", "rdkit", "lightning", "kangnn"):
+        assert versions[pkg], pkg
+    assert "chemprop" in versions
+    assert set(env_a["kernels"]) >= {"fused_bspline", "scatter_backend", "cpu_capability"}
+    assert env_a["threads"]["intra_op"] == 1 and env_a["deterministic"]["config"] is True
+    assert env_a["seed"] == 0 and env_a["split"]["method"] == "scaffold"
+    assert env_a["data"]["sha256"] and env_a["data"]["molecules"] == ESOL_ROWS

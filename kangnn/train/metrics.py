@@ -16,7 +16,6 @@ import math
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.functional.classification import binary_auroc
 from torchmetrics.utilities import dim_zero_cat
 
 __all__ = ["MaskedAUROC", "MaskedRegressionMetrics", "make_metrics", "masked_loss"]
@@ -104,13 +103,21 @@ class MaskedAUROC(Metric):
         scores = per_task_auroc(preds, target)
         valid = [s for s in scores if not math.isnan(s)]
         value = sum(valid) / len(valid) if valid else float("nan")
-        return {"roc_auc": torch.tensor(value), "auc_tasks": torch.tensor(len(valid))}
+        return {
+            "roc_auc": torch.tensor(value, dtype=torch.float64),
+            "auc_tasks": torch.tensor(len(valid)),
+        }
 
 
 def per_task_auroc(preds: Tensor, target: Tensor) -> list[float]:
-    """ROC-AUC of each task column (computed in float64); NaN for a task without both classes
-    among its labels."""
-    preds, target = preds.double(), target.double()
+    """ROC-AUC of each task column; NaN for a task without both classes among its labels.
+
+    Computed in float64 as the Mann-Whitney U statistic of the positives' scores against the
+    negatives', over ``n_pos * n_neg`` (the area under the ROC curve, ties counting one half).
+    """
+    from scipy.stats import mannwhitneyu
+
+    preds, target = preds.double().cpu(), target.double().cpu()
     out = []
     for t in range(target.size(1)):
         mask = ~torch.isnan(target[:, t])
@@ -118,7 +125,10 @@ def per_task_auroc(preds: Tensor, target: Tensor) -> list[float]:
         if y.numel() == 0 or bool((y == y[0]).all()):
             out.append(float("nan"))  # one class (or none) in this split: skip, as OGB does
             continue
-        out.append(float(binary_auroc(preds[mask, t], y.long())))
+        p = preds[mask, t].numpy()
+        pos, neg = p[y.numpy() == 1], p[y.numpy() != 1]
+        u = mannwhitneyu(pos, neg, method="asymptotic").statistic
+        out.append(float(u) / (len(pos) * len(neg)))
     return out
 
 
