@@ -562,7 +562,7 @@ def export_splits(
                 "it; add --data FILE to also write the molecules they index"
             )
         source = Path(dataset.source)
-        smiles_col = cfg.dataset.smiles_column or _smiles_column(source)
+        smiles_col = _smiles_column(cfg, source)
     write_json(out, to_chemprop_splits(split))
     kind = "regression" if dataset.task == "regression" else "classification"
     command = (
@@ -572,15 +572,15 @@ def export_splits(
     return out, data_path, command
 
 
-def _smiles_column(path: Path) -> str:
-    """The SMILES column of a CSV: the first header cell that says smiles (MoleculeNet files
-    differ: ``smiles``, ``SMILES``, ``mol``)."""
+def _smiles_column(cfg: DictConfig, path: Path) -> str:
+    """The SMILES column of a run's source CSV: the config's, else the MoleculeNet file's."""
+    from kangnn.data import KNOWN_DATASETS
+
+    if cfg.dataset.path is not None or cfg.dataset.name not in KNOWN_DATASETS:
+        return cfg.dataset.smiles_column or "smiles"
     with open(path, newline="") as f:
         header = next(csv.reader(f))
-    for name in header:
-        if "smiles" in name.lower() or name == "mol":
-            return name
-    return header[0]
+    return header[KNOWN_DATASETS[cfg.dataset.name].smiles_index]
 
 
 # ----------------------------------------------------------------------------- child process

@@ -1,0 +1,405 @@
+"""chemprop beside kangnn: `compare --with chemprop`, `tune --models chemprop`, `splits export`,
+the missing-chemprop error, and `kangnn report`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from scipy.stats import wilcoxon
+
+from kangnn.cli import main
+
+ESOL_ROWS = 60
+TINY = [
+    "model.hidden_channels=16",
+    "model.num_layers=2",
+    "model.grid_size=3",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.threads=1",
+    "train.progress_bar=false",
+    "train.patience=0",
+    "compare.isolate=false",
+    "chemprop.epochs=3",
+    "chemprop.message_hidden_dim=16",
+    "chemprop.ffn_hidden_dim=16",
+]
+
+
+def _needs_chemprop():
+    return pytest.importorskip("chemprop", reason="chemprop is not installed (kangnn[chemprop])")
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("kangnn: error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[-1], lines[-1]
+
+
+@pytest.fixture(scope="module")
+def esol_root(tmp_path_factory, copy_moleculenet) -> Path:
+    root = copy_moleculenet(tmp_path_factory.mktemp("data"), "esol")
+    raw = root / "esol" / "raw" / "delaney-processed.csv"
+    raw.write_text("".join(raw.read_text().splitlines(keepends=True)[: ESOL_ROWS + 1]))
+    return root
+
+
+@pytest.fixture(scope="module")
+def config_file(tmp_path_factory) -> Path:
+    """esol.yaml with a small chemprop search space for `kangnn tune`."""
+    cfg = yaml.safe_load(Path("experiments/esol.yaml").read_text())
+    cfg["tune"] = {
+        "trials": 2,
+        "pruner": "none",
+        "space": [
+            {"key": "chemprop.depth", "type": "int", "low": 2, "high": 4, "models": ["chemprop"]},
+            {
+                "key": "chemprop.max_lr",
+                "type": "float",
+                "low": 1e-3,
+                "high": 1e-2,
+                "log": True,
+                "models": ["chemprop"],
+            },
+        ],
+    }
+    path = tmp_path_factory.mktemp("cfg") / "esol.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _read_predictions(path: Path) -> tuple[list[int], list[str], np.ndarray, np.ndarray]:
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    t = (len(rows[0]) - 2) // 2
+    idx = [int(r[0]) for r in rows[1:]]
+    smiles = [r[1] for r in rows[1:]]
+    truth = np.array([[float(v) if v else np.nan for v in r[2 : 2 + t]] for r in rows[1:]])
+    preds = np.array([[float(v) for v in r[2 + t :]] for r in rows[1:]])
+    return idx, smiles, truth, preds
+
+
+@pytest.fixture(scope="module")
+def tuned_compare(esol_root, config_file, tmp_path_factory):
+    """`kangnn tune --models chemprop` (2 trials), then `kangnn compare best-chemprop.yaml
+    --with chemprop`, run from an empty working directory with an empty HOME."""
+    _needs_chemprop()
+    work = tmp_path_factory.mktemp("work")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    mp.setenv("HOME", str(work / "home"))
+    from kangnn.kan import fused
+
+    mp.setitem(fused._state, "enabled", False)  # no kernel compile: this test is about chemprop
+    try:
+        common = [f"dataset.root={esol_root}", "output_dir=out", "dataset.split=random", *TINY]
+        code = main(["tune", str(config_file), "--models", "chemprop", "--out", "tune", *common])
+        assert code == 0
+        best = work / "tune" / "best-chemprop.yaml"
+        code = main(["compare", str(best), "--with", "chemprop", "--seeds", "2", "--out", "cmp"])
+        assert code == 0
+    finally:
+        mp.undo()
+    return work
+
+
+def test_compare_with_chemprop_end_to_end(tuned_compare):
+    work = tuned_compare
+    cmp = work / "cmp"
+    # chemprop wrote nothing outside the run directories (no lightning_logs, no ~/.chemprop)
+    assert sorted(p.name for p in work.iterdir()) == ["cmp", "tune"]
+    summary = json.loads((cmp / "summary.json").read_text())
+    models = [r["model"] for r in summary["rows"]]
+    assert models == ["kan", "mlp", "chemprop", "chemprop-tuned"]
+    with open(cmp / "summary.csv", newline="") as f:
+        assert [r["model"] for r in csv.DictReader(f)] == models
+    tuned_values = yaml.safe_load((work / "tune" / "best-chemprop.yaml").read_text())
+    overrides = tuned_values["compare"]["model_overrides"]["chemprop"]
+    depth = next(int(o.split("=")[1]) for o in overrides if o.startswith("chemprop.depth="))
+
+    for label in ("chemprop", "chemprop-tuned"):
+        row = next(r for r in summary["rows"] if r["model"] == label)
+        assert row["params"] > 0 and row["epoch_time_s_mean"] is not None
+        assert row["wilcoxon_vs"] == "kan"
+        tests = []
+        for seed in (0, 1):
+            run = cmp / "runs" / f"{label}-s{seed}"
+            kan = cmp / "runs" / f"kan-s{seed}"
+            metrics = json.loads((run / "metrics.json").read_text())
+            assert metrics["seed"] == seed and metrics["model"] == label
+            assert metrics["chemprop"]["depth"] == (3 if label == "chemprop" else depth)
+            # the same molecules and indices as kangnn's run of this seed
+            ours = json.loads((run / "splits.json").read_text())
+            theirs = json.loads((kan / "splits.json").read_text())
+            assert ours == theirs
+            for part, file in (("test", "predictions.csv"), ("val", "val_predictions.csv")):
+                idx, smiles, truth, preds = _read_predictions(run / file)
+                assert idx == theirs[part]
+                if part == "test":
+                    k_idx, k_smiles, k_truth, _ = _read_predictions(kan / file)
+                    assert (idx, smiles) == (k_idx, k_smiles)
+                    assert np.allclose(truth, k_truth, rtol=1e-6)
+                # the reported metric is the RMSE of the predictions file (numpy oracle)
+                rmse = math.sqrt(float(np.mean((preds[:, 0] - truth[:, 0]) ** 2)))
+                assert metrics[part]["rmse"] == pytest.approx(rmse, rel=1e-6)
+            tests.append(metrics["test"]["rmse"])
+        assert row["test_rmse_mean"] == pytest.approx(np.mean(tests), rel=1e-9)
+        per_seed = [r["test"] for r in summary["per_seed"][label]]
+        assert per_seed == pytest.approx(tests)
+    assert "chemprop-tuned" in (cmp / "summary.md").read_text()
+
+
+def test_chemprop_run_is_deterministic(esol_root, tmp_path):
+    _needs_chemprop()
+    from kangnn.config import load_config
+    from kangnn.train.chemprop import train_chemprop
+
+    cfg = load_config(
+        "experiments/esol.yaml", [f"dataset.root={esol_root}", "dataset.split=random", *TINY]
+    )
+    a = train_chemprop(cfg, tmp_path / "a")
+    b = train_chemprop(cfg, tmp_path / "b")
+    assert a["test"] == b["test"] and a["val"] == b["val"]
+    assert (tmp_path / "a" / "predictions.csv").read_text() == (
+        tmp_path / "b" / "predictions.csv"
+    ).read_text()
+    cfg.seed = 1
+    c = train_chemprop(cfg, tmp_path / "c")
+    assert c["test"] != a["test"]  # the seed reaches the weights and the batch order
+    code = main(["splits", "export", str(tmp_path / "a"), "--output", str(tmp_path / "s.json")])
+    assert code == 0  # a chemprop run directory exports like a kangnn one
+
+
+def test_tune_registers_chemprop():
+    from kangnn.train import chemprop as kc
+    from kangnn.train.tune import OBJECTIVES
+
+    assert "chemprop" in OBJECTIVES
+    assert OBJECTIVES["chemprop"].function is None
+    assert OBJECTIVES["chemprop"].check_key("chemprop.depth") is None
+    assert "chemprop section" in OBJECTIVES["chemprop"].check_key("train.lr")
+    assert kc.to_chemprop_splits({"train": [2, 0], "val": [1], "test": [3]}) == [
+        {"train": [2, 0], "val": [1], "test": [3]}
+    ]
+
+
+def _chemprop_split_reader(path: Path) -> list[dict[str, list[int]]]:
+    """What `chemprop train --splits-file` does with the file (chemprop.cli.train)."""
+    from chemprop.cli.utils import parse_indices
+
+    with open(path, "rb") as f:
+        split_idxss = json.load(f)
+    return [{k: parse_indices(d[k]) for k in ("train", "val", "test")} for d in split_idxss]
+
+
+def _chemprop_smiles(data_csv: Path, smiles_col: str, targets: list[str]) -> list[str]:
+    """The SMILES of the rows chemprop reads from a CSV, in its row order."""
+    from chemprop.cli.utils import build_data_from_files
+
+    data = build_data_from_files(
+        data_csv,
+        no_header_row=False,
+        smiles_cols=[smiles_col],
+        rxn_cols=None,
+        target_cols=targets,
+        ignore_cols=None,
+        splits_col=None,
+        weight_col=None,
+        bounded=False,
+        p_descriptors=None,
+        p_atom_feats={},
+        p_bond_feats={},
+        p_atom_descs={},
+        molecule_featurizers=None,
+        keep_h=False,
+        add_h=False,
+        ignore_stereo=False,
+        reorder_atoms=False,
+        use_cuikmolmaker_featurization=False,
+    )
+    return [dp.name for dp in data[0]]
+
+
+def test_splits_export_round_trip(tuned_compare, esol_root, tmp_path, capsys):
+    _needs_chemprop()
+    run = tuned_compare / "cmp" / "runs" / "kan-s1"
+    ours = json.loads((run / "splits.json").read_text())
+    out = tmp_path / "splits.json"
+    code, stdout, err = run_cli(
+        [
+            "splits",
+            "export",
+            run,
+            "--format",
+            "chemprop",
+            "--output",
+            out,
+            "--data-root",
+            esol_root,
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert stdout.strip() == str(out)
+    assert f"--splits-file {out}" in err and "chemprop train --data-path" in err
+    back = _chemprop_split_reader(out)
+    assert back == [{k: ours[k] for k in ("train", "val", "test")}]
+    # every kept row: the indices are the source file's rows, as chemprop reads them
+    source = esol_root / "esol" / "raw" / "delaney-processed.csv"
+    target = "measured log solubility in mols per litre"
+    rows = _chemprop_smiles(source, "smiles", [target])
+    _, k_smiles, _, _ = _read_predictions(run / "predictions.csv")
+    assert [rows[i].strip() for i in back[0]["test"]] == k_smiles  # ESOL pads some SMILES
+    # the comparison folder itself is not a run: the error names one
+    code, _, err = run_cli(["splits", "export", run.parent.parent], capsys)
+    assert_user_error(code, err, "no splits.json", "pick a run")
+
+
+def test_splits_export_with_skipped_rows(tmp_path, capsys):
+    """A CSV with an invalid SMILES (skipped): indices are kangnn's, so --data is required and
+    writes the molecules they index; chemprop reads both back to kangnn's molecules."""
+    _needs_chemprop()
+    from kangnn.config import load_config, save_config
+    from kangnn.train.data import prepare_data
+
+    csv_path = tmp_path / "mols.csv"
+    lines = ["smiles,logp"] + [f"{'C' * (i + 1)}O,{i * 0.5}" for i in range(12)]
+    lines.insert(4, "C1CC,9.9")  # unclosed ring: RDKit rejects it
+    csv_path.write_text("\n".join(lines) + "\n")
+    cfg = load_config(
+        None,
+        [
+            f"dataset.path={csv_path}",
+            "dataset.smiles_column=smiles",
+            "dataset.target_columns=[logp]",
+            "dataset.task=regression",
+            "dataset.skip_invalid=true",
+            "dataset.split=random",
+        ],
+    )
+    data = prepare_data(cfg)
+    run = tmp_path / "run"
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    (run / "splits.json").write_text(json.dumps({**data.split, "n": len(data.dataset)}))
+    code, _, err = run_cli(["splits", "export", run], capsys)
+    assert_user_error(code, err, "mols.csv", "1 skipped", "--data FILE")
+    assert not (run / "chemprop_splits.json").exists()
+
+    mols = tmp_path / "kangnn-molecules.csv"
+    code, stdout, err = run_cli(["splits", "export", run, "--data", mols], capsys)
+    assert code == 0, err
+    back = _chemprop_split_reader(Path(stdout.strip()))
+    assert back == [{k: data.split[k] for k in ("train", "val", "test")}]
+    smiles = _chemprop_smiles(mols, "smiles", ["logp"])
+    assert smiles == list(data.dataset.smiles)
+
+
+def test_missing_chemprop_is_a_one_line_error(esol_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "chemprop", None)  # `import chemprop` raises ImportError
+    args = ["compare", "experiments/esol.yaml", "--with", "chemprop", "--out", tmp_path / "c"]
+    code, _, err = run_cli([*args, f"dataset.root={esol_root}", *TINY], capsys)
+    assert_user_error(code, err, "chemprop is not installed", "pip install 'kangnn[chemprop]'")
+    assert "install.sh" in err
+    assert not (tmp_path / "c").exists() and not any(tmp_path.iterdir())  # nothing trained
+
+
+def _summary(rows, per_seed, metric="rmse", mode="min") -> dict:
+    return {
+        "rows": rows,
+        "metric": metric,
+        "mode": mode,
+        "task": "regression" if mode == "min" else "classification",
+        "per_seed": per_seed,
+    }
+
+
+def _row(model, conv, test, val, params=1000, t=1.0):
+    m = "rmse"
+    return {
+        "model": model,
+        "conv": conv,
+        "params": params,
+        "n_seeds": len(test),
+        f"test_{m}_mean": float(np.mean(test)),
+        f"test_{m}_std": float(np.std(test, ddof=1)),
+        f"val_{m}_mean": float(np.mean(val)),
+        f"val_{m}_std": float(np.std(val, ddof=1)),
+        "epoch_time_s_mean": t,
+    }
+
+
+def test_report_renders_planted_results(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    seeds = list(range(6))
+    vals = {
+        "kan": (rng.normal(0.9, 0.02, 6), rng.normal(0.95, 0.02, 6)),
+        "mlp": (rng.normal(1.0, 0.02, 6), rng.normal(1.05, 0.02, 6)),
+        # best on test, but not on validation: kangnn's side is picked by validation
+        "chemprop": (rng.normal(0.85, 0.02, 6), rng.normal(0.99, 0.02, 6)),
+        "chemprop-tuned": (rng.normal(0.95, 0.02, 6), rng.normal(0.97, 0.02, 6)),
+    }
+    rows = [_row(m, "gine" if m in ("kan", "mlp") else "dmpnn", *v) for m, v in vals.items()]
+    per_seed = {
+        m: [
+            {"seed": s, "test": float(t), "val": float(v)}
+            for s, t, v in zip(seeds, *vals[m], strict=True)
+        ]
+        for m in vals
+    }
+    (tmp_path / "esol").mkdir()
+    (tmp_path / "esol" / "summary.json").write_text(json.dumps(_summary(rows, per_seed)))
+    # a second conv for ESOL in a subfolder, sharing nothing: its KAN loses to its MLP
+    d_test = {"kan": rng.normal(1.2, 0.02, 6), "mlp": rng.normal(1.1, 0.02, 6)}
+    d_rows = [_row(m, "dmpnn", d_test[m], d_test[m] + 0.5) for m in d_test]
+    d_seed = {
+        m: [
+            {"seed": s, "test": float(t), "val": 0.0} for s, t in zip(seeds, d_test[m], strict=True)
+        ]
+        for m in d_test
+    }
+    (tmp_path / "esol" / "dmpnn").mkdir()
+    (tmp_path / "esol" / "dmpnn" / "summary.json").write_text(json.dumps(_summary(d_rows, d_seed)))
+    out = tmp_path / "results.md"
+    code, stdout, err = run_cli(["report", tmp_path, "--output", out], capsys)
+    assert code == 0, err
+    text = out.read_text()
+    lines = text.splitlines()
+    assert stdout.strip() == str(out)
+    assert sum(ln.startswith("| esol | rmse ↓ |") for ln in lines) == 6  # every model, once
+    twin = [ln for ln in lines if ln.startswith("| esol | gine |")][0].split(" | ")
+    p_twin = wilcoxon(vals["kan"][0], vals["mlp"][0]).pvalue
+    assert twin[4] == "KAN" and twin[5] == f"{p_twin:.3g}" and twin[6].strip(" |") == "6"
+    dm = [ln for ln in lines if ln.startswith("| esol | dmpnn |")][0].split(" | ")
+    assert dm[4] == "MLP"
+    # kangnn's best by validation is KAN gine (val 0.95); chemprop's is chemprop-tuned (0.97),
+    # although plain chemprop has the best test metric
+    ext = [ln for ln in lines if ln.startswith("| esol | KAN gine |")][0].split(" | ")
+    assert ext[3] == "chemprop-tuned"
+    p_ext = wilcoxon(vals["kan"][0], vals["chemprop-tuned"][0]).pvalue
+    assert ext[5] == "kangnn" and ext[6] == f"{p_ext:.3g}"
+    assert "a KAN beats its MLP twin on 1 of 1 datasets" in text
+    assert "kangnn's best model beats chemprop's on 1 of 1" in text
+    # stdout when no --output; a broken summary is a one-line error naming it
+    code, stdout, _ = run_cli(["report", tmp_path], capsys)
+    assert code == 0 and stdout == text
+    (tmp_path / "bace").mkdir()
+    (tmp_path / "bace" / "summary.json").write_text("{}")
+    code, _, err = run_cli(["report", tmp_path], capsys)
+    assert_user_error(code, err, "bace/summary.json", "not a kangnn summary.json")
