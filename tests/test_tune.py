@@ -1,0 +1,192 @@
+"""`kangnn tune`: equal budgets for the KAN and its MLP twin, resume, best configs, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+import torch
+
+from kangnn.cli import main
+from kangnn.config import load_config
+from kangnn.train.tune import PruningReporter, TrialContext
+
+ROWS = 60
+SPACE = (
+    "tune.space=[{key: train.lr, low: 0.0005, high: 0.005, log: true},"
+    " {key: model.dropout, type: categorical, choices: [0.0, 0.1]},"
+    " {key: model.grid_size, type: int, low: 3, high: 4, models: [kan]}]"
+)
+TINY = [
+    "model.hidden_channels=8",
+    "model.num_layers=1",
+    "model.grid_size=3",
+    "train.epochs=1",
+    "train.batch_size=16",
+    "train.threads=1",
+    "train.patience=0",
+    "dataset.split=random",
+    SPACE,
+]
+
+
+@pytest.fixture(scope="module")
+def esol_root(tmp_path_factory, copy_moleculenet) -> Path:
+    root = copy_moleculenet(tmp_path_factory.mktemp("data"), "esol")
+    raw = root / "esol" / "raw" / "delaney-processed.csv"
+    lines = raw.read_text().splitlines(keepends=True)
+    raw.write_text("".join(lines[: ROWS + 1]))
+    return root
+
+
+def _config(tmp: Path) -> Path:
+    path = tmp / "tiny.yaml"
+    path.write_text("name: tiny\ndataset:\n  name: esol\n")
+    return path
+
+
+def _trials(out: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(open(out / "trials.csv")))
+
+
+@pytest.fixture(scope="module")
+def study(esol_root, tmp_path_factory):
+    """Two trials per model, one session."""
+    tmp = tmp_path_factory.mktemp("tune")
+    out = tmp / "study"
+    args = ["tune", str(_config(tmp)), "--trials", "2", "--out", str(out)]
+    assert main([*args, f"--data-root={esol_root}", *TINY]) == 0
+    return SimpleNamespace(tmp=tmp, out=out, args=args, root=esol_root)
+
+
+def test_two_trials_per_model_same_shared_space_and_best_configs(study):
+    rows = _trials(study.out)
+    assert (
+        sorted((r["model"], r["state"]) for r in rows)
+        == [("kan", "complete")] * 2 + [("mlp", "complete")] * 2
+    )
+    params = {(r["model"], int(r["number"])): json.loads(r["params"]) for r in rows}
+    # The shared space for both; the KAN-only key in the KAN's own trials only.
+    assert all(
+        set(p) == {"train.lr", "model.dropout", "model.grid_size"}
+        for (m, _), p in params.items()
+        if m == "kan"
+    )
+    assert all(
+        set(p) == {"train.lr", "model.dropout"} for (m, _), p in params.items() if m == "mlp"
+    )
+    storage = f"sqlite:///{study.out / 'optuna.db'}"
+    for model in ("kan", "mlp"):
+        s = optuna.load_study(study_name=model, storage=storage)
+        best = min((t for t in s.trials), key=lambda t: t.value)  # selection: validation RMSE
+        cfg = load_config(study.out / f"best-{model}.yaml")
+        assert cfg.model.function == model
+        assert cfg.train.lr == best.params["train.lr"]
+        assert cfg.model.dropout == best.params["model.dropout"]
+        if model == "kan":
+            assert cfg.model.grid_size == best.params["model.grid_size"]
+        # Both files carry both tuned models: either one reproduces the tuned pair.
+        assert set(cfg.compare.model_overrides) == {"kan", "mlp"}
+        assert f"train.lr={best.params['train.lr']}" in cfg.compare.model_overrides[model]
+    summary = json.loads((study.out / "summary.json").read_text())
+    assert summary["metric"] == "rmse" and set(summary["best"]) == {"kan", "mlp"}
+    assert [s["key"] for s in summary["space"]["mlp"]] == ["train.lr", "model.dropout"]
+
+
+def test_best_configs_are_accepted_by_train(study, capsys):
+    out = study.tmp / "runs"
+    assert main(["train", str(study.out / "best-mlp.yaml"), f"output_dir={out}"]) == 0
+    run_dir = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    ran = load_config(run_dir / "config.yaml")
+    tuned = load_config(study.out / "best-mlp.yaml")
+    assert ran.model.function == "mlp" and ran.train.lr == tuned.train.lr
+    # The KAN's file, trained as the MLP, gets the MLP's tuned values (its model overrides).
+    kan_file = load_config(study.out / "best-kan.yaml", ["model.function=mlp"])
+    from kangnn.config import for_model
+
+    assert for_model(kan_file).train.lr == tuned.train.lr
+
+
+def test_rerun_runs_only_missing_trials_and_skips_interrupted_ones(study, capsys):
+    storage = f"sqlite:///{study.out / 'optuna.db'}"
+    stale = optuna.load_study(study_name="kan", storage=storage).ask()  # left running
+    # Same config, 3 trials for the KAN only: one new trial; the stale one does not count.
+    args = [*study.args[:3], "3", *study.args[4:], f"--data-root={study.root}", *TINY]
+    assert main([*args, "--models", "kan"]) == 0
+    rows = _trials(study.out)
+    kan = [r for r in rows if r["model"] == "kan"]
+    assert sum(r["counted"] == "True" for r in kan) == 3 and len(kan) == 4
+    assert [r["state"] for r in kan if int(r["number"]) == stale.number] == ["fail"]
+    assert sum(r["model"] == "mlp" for r in rows) == 2
+    # The MLP tuned in the earlier session keeps its values in the pair.
+    assert set(load_config(study.out / "best-kan.yaml").compare.model_overrides) == {"kan", "mlp"}
+    # All trials done: a rerun trains nothing.
+    capsys.readouterr()
+    assert main([*args, "--models", "kan"]) == 0
+    assert "already done" in capsys.readouterr().err
+
+
+def test_pruning_reporter_stops_a_trial_that_trails_the_median():
+    s = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
+    first = s.ask()
+    for epoch, value in enumerate([2.0, 1.0]):
+        first.report(value, epoch)
+    s.tell(first, 1.0)
+    ctx = TrialContext(s.ask(), data=None, run_dir=Path("."), metric="rmse", mode="min")
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        current_epoch=0,
+        should_stop=False,
+        callback_metrics={"val/rmse": torch.tensor(1.5)},
+    )
+    reporter = PruningReporter(ctx)
+    reporter.on_validation_end(trainer, None)
+    assert not trainer.should_stop and not ctx.pruned  # ahead of the median (2.0): carries on
+    # Its best so far (1.2) trails the median at epoch 1 (1.0): pruned, training stops.
+    trainer.current_epoch, trainer.callback_metrics = 1, {"val/rmse": torch.tensor(1.2)}
+    reporter.on_validation_end(trainer, None)
+    assert trainer.should_stop and ctx.pruned and ctx.pruned_at == 1
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--trials", "0"], "--trials must be >= 1, got 0"),
+        (
+            ["tune.space=[{key: model.colour, low: 1, high: 2}]"],
+            "tune.space[0]: unknown config key 'model.colour'",
+        ),
+        (["tune.space=[{key: train.lr, lo: 1, high: 2}]"], "unknown config key"),
+        (
+            ["tune.space=[{key: dataset.split, type: categorical, choices: [random]}]"],
+            "cannot be tuned",
+        ),
+        (["tune.space=[{key: train.lr, low: 0.1, high: 0.01}]"], "needs low <= high"),
+        (
+            ["tune.space=[{key: model.dropout, low: 0.0, high: 0.5, models: [mlp]}]"],
+            "must list kan",
+        ),
+        (
+            ["tune.space=[{key: model.dropout, low: 0.0, high: 0.5, models: [kan, gnn]}]"],
+            "unknown model(s) gnn",
+        ),
+        (["--models", "kan", "transformer"], "unknown model(s) to tune: transformer"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(study, capsys, extra, message):
+    args = ["tune", str(_config(study.tmp)), "--out", str(study.tmp / "bad"), "--trials", "1"]
+    assert main([*args, f"--data-root={study.root}", "dataset.split=random", *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+    assert not (study.tmp / "bad").exists()  # nothing half-written
+
+
+def test_a_study_folder_refuses_another_config(study, capsys):
+    args = [*study.args, f"--data-root={study.root}", *TINY, "model.hidden_channels=16"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "model.hidden_channels 8 there, 16 now" in err and len(err.strip().splitlines()) == 1
