@@ -34,7 +34,9 @@ TINY = [
 
 
 def _needs_chemprop():
-    return pytest.importorskip("chemprop", reason="chemprop is not installed (kangnn[chemprop])")
+    return pytest.importorskip(
+        "chemprop", reason="chemprop is not importable (kangnn[chemprop])", exc_type=ImportError
+    )
 
 
 def run_cli(args, capsys) -> tuple[int, str, str]:
