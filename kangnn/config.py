@@ -176,7 +176,17 @@ def _default_space() -> list[ParamSpec]:
         ParamSpec("model.grid_size", "int", 3, 10, models=["kan"]),
         ParamSpec("train.spline_lr_scale", "categorical", choices=[0.3, 1.0, 3.0], models=["kan"]),
     ]
-    return shared + kan_only
+    # chemprop's own "basic" hpopt parameters and its max_lr (chemprop/cli/hpopt.py ranges;
+    # widths capped at 1200 instead of 2400 to fit CPU budgets).
+    chemprop = [
+        ParamSpec("chemprop.depth", "int", 2, 6, models=["chemprop"]),
+        ParamSpec("chemprop.message_hidden_dim", "int", 300, 1200, step=100, models=["chemprop"]),
+        ParamSpec("chemprop.ffn_hidden_dim", "int", 300, 1200, step=100, models=["chemprop"]),
+        ParamSpec("chemprop.ffn_num_layers", "int", 1, 2, models=["chemprop"]),
+        ParamSpec("chemprop.dropout", "float", 0.0, 0.4, step=0.05, models=["chemprop"]),
+        ParamSpec("chemprop.max_lr", "float", 1e-4, 1e-2, log=True, models=["chemprop"]),
+    ]
+    return shared + kan_only + chemprop
 
 
 @dataclass
@@ -509,7 +519,7 @@ def _validate_chemprop(cfg: DictConfig) -> None:
         )
     _choice(c.aggregation, "chemprop.aggregation", ("norm", "mean", "sum"))
     _choice(c.atom_features, "chemprop.atom_features", ("v1", "v2", "organic", "rigr"))
-    acts = ("relu", "leakyrelu", "prelu", "tanh", "selu", "elu")
+    acts = ("relu", "leakyrelu", "prelu", "tanh", "elu")  # chemprop.nn.Activation
     _choice(c.activation, "chemprop.activation", acts)
 
 
