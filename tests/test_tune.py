@@ -175,6 +175,10 @@ def test_pruning_reporter_stops_a_trial_that_trails_the_median():
             "unknown model(s) gnn",
         ),
         (["--models", "kan", "transformer"], "unknown model(s) to tune: transformer"),
+        (
+            ["tune.space=[{key: model.mlp_hidden_channels, type: int, low: 8, high: 64}]"],
+            "width is matched",
+        ),
     ],
 )
 def test_bad_input_is_a_one_line_error(study, capsys, extra, message):

@@ -12,6 +12,13 @@ rerun with the same config continues it: with ``--trials N`` only the trials sti
 run. Trials that finished (complete, pruned, or failed on a model that cannot be built) count
 towards ``N``; a trial cut short by an interruption does not and is run again.
 
+Parameter matching stays as in ``train``: an MLP trial's function width is matched to the KAN
+built from that trial's own config (its widths, layers, the base grid size). So each tuned MLP
+twin is parameter-matched to "its" KAN, not to the tuned KAN, whose shared values may differ;
+``compare`` on a tuned file reports both models' parameter counts. ``model.mlp_hidden_channels``
+and ``model.match_tolerance`` (which would undo the matching) cannot be searched, and a spec for
+``mlp`` must list ``kan`` too.
+
 Outputs in ``<out>``: ``best-<model>.yaml`` per model (the config with that model's best values;
 ``compare.model_overrides`` carries every tuned model's values, so ``kangnn compare
 best-kan.yaml`` trains the tuned KAN against the tuned MLP twin), ``trials.csv``,
@@ -181,8 +188,16 @@ def _train_objective(cfg: DictConfig, ctx: TrialContext) -> float:
     return float("nan") if value is None else float(value)
 
 
+def _gnn_key(key: str) -> str | None:
+    if key in ("model.mlp_hidden_channels", "model.match_tolerance"):
+        return "the MLP twin's width is matched to its KAN's parameter count"
+    if not key.startswith(("model.", "train.")):
+        return "only model.* and train.* keys change a kangnn model or its training"
+    return None
+
+
 for _function in FUNCTIONS:
-    register(_function, Tunable(objective=_train_objective, function=_function))
+    register(_function, Tunable(objective=_train_objective, function=_function, check_key=_gnn_key))
 
 
 def _load_plugins() -> None:
