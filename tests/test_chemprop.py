@@ -188,6 +188,39 @@ def test_chemprop_run_is_deterministic(esol_root, tmp_path):
     assert code == 0  # a chemprop run directory exports like a kangnn one
 
 
+def test_same_predictions_as_chemprop_train(esol_root, tmp_path, monkeypatch):
+    """Oracle: `chemprop train` on the exported split, with --pytorch-seed and --data-seed set
+    to the run's seed and the same settings, predicts the test molecules as kangnn's run."""
+    _needs_chemprop()
+    from chemprop.cli.main import construct_parser
+
+    from kangnn.config import load_config
+    from kangnn.train.chemprop import train_chemprop
+
+    overrides = [f"dataset.root={esol_root}", "dataset.split=random", "seed=3", *TINY]
+    cfg = load_config("experiments/esol.yaml", overrides)
+    monkeypatch.chdir(tmp_path)  # chemprop train writes where it is told, and no further
+    train_chemprop(cfg, tmp_path / "ours")
+    assert main(["splits", "export", "ours", "--output", "splits.json"]) == 0
+    source = esol_root / "esol" / "raw" / "delaney-processed.csv"
+    target = "measured log solubility in mols per litre"
+    argv = ["train", "--data-path", source, "--smiles-columns", "smiles"]
+    argv += ["--target-columns", target, "--task-type", "regression"]
+    argv += ["--splits-file", "splits.json", "--epochs", "3", "--message-hidden-dim", "16"]
+    argv += ["--ffn-hidden-dim", "16", "--pytorch-seed", "3", "--data-seed", "3"]
+    argv += ["--accelerator", "cpu", "--devices", "1", "--output-dir", "cli"]
+    args = construct_parser().parse_args([str(a) for a in argv])
+    func = args.func
+    for attr in ("logfile", "v", "q", "mode", "func"):  # what chemprop's main() pops
+        delattr(args, attr)
+    func(args)  # chemprop's own training, without main()'s global logging set-up
+    with open(tmp_path / "cli" / "model_0" / "test_predictions.csv", newline="") as f:
+        theirs = np.array([float(r[1]) for r in list(csv.reader(f))[1:]])
+    _, _, _, ours = _read_predictions(tmp_path / "ours" / "predictions.csv")
+    assert np.allclose(ours[:, 0], theirs, rtol=0, atol=1e-5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cli", "ours", "splits.json"]
+
+
 def test_tune_registers_chemprop():
     from kangnn.train import chemprop as kc
     from kangnn.train.tune import OBJECTIVES

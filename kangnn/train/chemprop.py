@@ -10,7 +10,9 @@ from ``init_lr`` 1e-4 to ``max_lr`` 1e-3, then decay to ``final_lr`` 1e-4), regr
 standardised on the training part, V2 multi-hot atom features, and the checkpoint of the best
 ``val_loss`` (``chemprop.tracking_metric``). The run's seed seeds the weights (like
 ``--pytorch-seed``) and the order of the training batches (like ``--data-seed``), and training
-is deterministic (1 CPU thread unless ``train.threads`` says otherwise).
+is deterministic (1 CPU thread unless ``train.threads`` says otherwise). With the same settings
+and seeds, ``chemprop train --splits-file`` (:func:`export_splits`) predicts the same values
+(tested).
 
 The best-validation checkpoint then predicts the validation and test parts, written to
 ``val_predictions.csv`` and ``predictions.csv`` in the run directory; kangnn's own metric code
@@ -35,6 +37,7 @@ import csv
 import logging
 import math
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -539,7 +542,7 @@ def export_splits(
     split = load_split(split_file, len(dataset))
     out = Path(output) if output is not None else run / "chemprop_splits.json"
     names = list(dataset.target_names)
-    targets = " ".join(names)
+    targets = " ".join(shlex.quote(n) for n in names)
     if data_out is not None:
         data_path = Path(data_out)
         y = dataset.y.double().numpy().reshape(len(dataset), len(names))
@@ -565,9 +568,10 @@ def export_splits(
         smiles_col = _smiles_column(cfg, source)
     write_json(out, to_chemprop_splits(split))
     kind = "regression" if dataset.task == "regression" else "classification"
+    q = shlex.quote
     command = (
-        f"chemprop train --data-path {source} --smiles-columns {smiles_col} "
-        f"--target-columns {targets} --task-type {kind} --splits-file {out}"
+        f"chemprop train --data-path {q(str(source))} --smiles-columns {q(smiles_col)} "
+        f"--target-columns {targets} --task-type {kind} --splits-file {q(str(out))}"
     )
     return out, data_path, command
 
