@@ -1,16 +1,19 @@
 """Whole-model benchmark: one training step of a KAN MoleculeGNN vs its parameter-matched MLP.
 
 ``python -m kangnn.bench model [--conv gin gine mpnn gated] [--batch-size 64] [--threads 1 2]
-[--hidden 64] [--layers 3] [--out FILE]``
+[--hidden 64] [--layers 3] [--compile off on] [--precision 32 bf16-mixed] [--out FILE]``
 
 A training step is forward, masked loss, backward and an Adam step on a real batch of molecules
 (ESOL from the data root when it is there, otherwise a built-in set of SMILES). KAN and MLP are
-measured interleaved, round by round, so machine noise slows both alike.
+measured interleaved, round by round, so machine noise slows both alike. ``--compile on`` runs
+both through ``torch.compile`` (``dynamic=True``; the one-off compile time of the warm-up is
+reported), ``--precision bf16-mixed`` under bfloat16 autocast.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import time
 from typing import Any
@@ -91,14 +94,22 @@ def time_steps(
     device: torch.device,
     repeats: int,
     warmup: int,
+    precision: str = "32",
+    warmup_times: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """Median seconds per training step (forward, loss, backward, Adam) of each model."""
+    """Median seconds per training step (forward, loss, backward, Adam) of each model.
+
+    ``warmup_times``, when given, receives each model's total warm-up time (which holds the
+    compile time of a compiled model)."""
     opts = {k: torch.optim.Adam(m.parameters(), lr=1e-3) for k, m in models.items()}
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision != "32")
 
     def step(name: str, batch: Batch) -> None:
         opt = opts[name]
         opt.zero_grad(set_to_none=True)
-        loss = masked_loss(models[name](batch), batch.y.view(batch.num_graphs, -1), "regression")
+        with autocast:
+            out = models[name](batch)
+        loss = masked_loss(out.float(), batch.y.view(batch.num_graphs, -1), "regression")
         loss.backward()
         opt.step()
 
@@ -108,9 +119,13 @@ def time_steps(
 
     for m in models.values():
         m.train()
-    for i in range(warmup):
-        for name in models:
+    for name in models:
+        t0 = time.perf_counter()
+        for i in range(warmup):
             step(name, batches[i % len(batches)])
+        sync()
+        if warmup_times is not None:
+            warmup_times[name] = time.perf_counter() - t0
     samples: dict[str, list[float]] = {k: [] for k in models}
     for r in range(repeats):
         batch = batches[r % len(batches)]
@@ -127,6 +142,8 @@ COLUMNS = [
     ("device", "device"),
     ("threads", "threads"),
     ("conv", "conv"),
+    ("compile", "compiled"),
+    ("precision", "precision"),
     ("model", "model"),
     ("params", "params"),
     ("width", "function width"),
@@ -134,7 +151,54 @@ COLUMNS = [
     ("time_vs_mlp", "time / MLP"),
     ("peak_mb", "fwd+bwd peak MiB"),
     ("mem_vs_mlp", "memory / MLP"),
+    ("warmup_s", "warm-up s"),
 ]
+
+
+def _measure(
+    args: argparse.Namespace,
+    conv: str,
+    comp: str,
+    prec: str,
+    device: torch.device,
+    batches: list[Batch],
+    num_tasks: int,
+) -> list[dict]:
+    """The KAN and MLP rows of one setting, measured side by side."""
+    kan, mlp, match = build_pair(args, conv, num_tasks)
+    eager = {"kan": kan.to(device), "mlp": mlp.to(device)}
+    models = eager
+    if comp == "on":
+        torch._dynamo.reset()
+        models = {k: torch.compile(m, dynamic=True) for k, m in eager.items()}
+    warm: dict[str, float] = {}
+    times = time_steps(models, batches, device, args.repeats, args.warmup, prec, warm)
+    part = []
+    for name, m in models.items():
+        params = list(eager[name].parameters())
+
+        def fn(m=m, b0=batches[0]):
+            return m(b0).square().mean()
+
+        part.append(
+            {
+                "device": device.type,
+                "conv": conv,
+                "compile": comp,
+                "precision": prec,
+                "model": name,
+                "params": count_parameters(eager[name]),
+                "width": match["kan_hidden_channels" if name == "kan" else "mlp_hidden_channels"],
+                "step_ms": times[name] * 1e3,
+                "peak_mb": peak_memory(fn, params, device) / 2**20,
+                "warmup_s": warm[name],
+            }
+        )
+    base = part[1]
+    for r in part:
+        r["time_vs_mlp"] = r["step_ms"] / base["step_ms"]
+        r["mem_vs_mlp"] = r["peak_mb"] / base["peak_mb"] if base["peak_mb"] else float("nan")
+    return part
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -151,6 +215,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, nargs="+", default=[torch.get_num_threads()])
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", nargs="+", choices=["off", "on"], default=["off"])
+    p.add_argument("--precision", nargs="+", choices=["32", "bf16-mixed"], default=["32"])
     p.add_argument("--out", default="bench-model.json", help="JSON file to write")
     args = p.parse_args(argv)
 
@@ -164,40 +230,9 @@ def main(argv: list[str] | None = None) -> dict:
             dev_batches = [b.to(device) for b in batches]
             for threads in args.threads if device.type == "cpu" else [saved]:
                 torch.set_num_threads(threads)
-                for conv in args.conv:
-                    kan, mlp, match = build_pair(args, conv, num_tasks)
-                    models = {"kan": kan.to(device), "mlp": mlp.to(device)}
-                    times = time_steps(models, dev_batches, device, args.repeats, args.warmup)
-                    part = []
-                    for name, m in models.items():
-                        params = list(m.parameters())
-
-                        def fn(m=m, b0=dev_batches[0]):
-                            return m(b0).square().mean()
-
-                        part.append(
-                            {
-                                "device": device.type,
-                                "threads": threads,
-                                "conv": conv,
-                                "model": name,
-                                "params": count_parameters(m),
-                                "width": match[
-                                    "kan_hidden_channels"
-                                    if name == "kan"
-                                    else "mlp_hidden_channels"
-                                ],
-                                "step_ms": times[name] * 1e3,
-                                "peak_mb": peak_memory(fn, params, device) / 2**20,
-                            }
-                        )
-                    base = part[1]
-                    for r in part:
-                        r["time_vs_mlp"] = r["step_ms"] / base["step_ms"]
-                        r["mem_vs_mlp"] = (
-                            r["peak_mb"] / base["peak_mb"] if base["peak_mb"] else float("nan")
-                        )
-                    rows += part
+                for conv, comp, prec in itertools.product(args.conv, args.compile, args.precision):
+                    rows += _measure(args, conv, comp, prec, device, dev_batches, num_tasks)
+                    rows[-2]["threads"] = rows[-1]["threads"] = threads
     finally:
         torch.set_num_threads(saved)
     title = (

@@ -11,7 +11,9 @@ from kangnn.kan.basis import (
 )
 from kangnn.kan.fused import set_fused
 from kangnn.kan.grids import fit_grids
-from kangnn.kan.linear import KAN, KANLinear
+from kangnn.kan.linear import KAN, KANLinear, set_saved_expansion_limit
+from kangnn.kan.prune import KANImportance, importance, prune, sparsity_loss
+from kangnn.kan.symbolic import LIBRARY, SymbolicResult, auto_symbolic, fit_function
 
 __all__ = [
     "BASES",
@@ -25,4 +27,13 @@ __all__ = [
     "RBFBasis",
     "make_basis",
     "set_fused",
+    "set_saved_expansion_limit",
+    "KANImportance",
+    "LIBRARY",
+    "SymbolicResult",
+    "auto_symbolic",
+    "fit_function",
+    "importance",
+    "prune",
+    "sparsity_loss",
 ]

@@ -61,6 +61,15 @@ def _terms(order: int) -> tuple[tuple[float, float], ...]:
     )
 
 
+# Precomputed, so that traced code reads constants (dynamo would trace math.comb with symbolic
+# sizes); orders beyond the table are computed on the fly.
+_TERMS = {order: _terms(order) for order in range(1, 9)}
+
+
+def _terms_of(order: int) -> tuple[tuple[float, float], ...]:
+    return _TERMS[order] if order in _TERMS else _terms(order)
+
+
 def _distance(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> Tensor:
     """``v - i - (k+1)/2`` for every input and function: ``[N, P, num]``."""
     v = torch.addcmul(shift, x, inv_h)
@@ -72,7 +81,7 @@ def dense_values(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) 
     """``[N, P, num]`` B-spline values in the truncated-power form, by plain differentiable ops
     (what the fused kernel computes; also the layer's path under ``torch.compile``)."""
     s = _distance(x, shift, inv_h, num, order).abs()
-    return sum(c * torch.clamp(a - s, min=0) ** order for c, a in _terms(order))
+    return sum(c * torch.clamp(a - s, min=0) ** order for c, a in _terms_of(order))
 
 
 def dense_slopes(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> Tensor:
@@ -83,44 +92,73 @@ def dense_slopes(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) 
         # as the eager path does.
         return ((d >= -1) & (d < 0)).to(x.dtype) - ((d >= 0) & (d < 1)).to(x.dtype)
     s = d.abs()
-    dbds = sum(c * order * torch.clamp(a - s, min=0) ** (order - 1) for c, a in _terms(order))
+    dbds = sum(c * order * torch.clamp(a - s, min=0) ** (order - 1) for c, a in _terms_of(order))
     return -torch.sign(d) * dbds
 
 
+def _activation(x: Tensor, act: str) -> Tensor:
+    if act == "silu":
+        return x * torch.sigmoid(x)
+    if act == "gelu":
+        return 0.5 * x * (1 + torch.erf(x * math.sqrt(0.5)))
+    if act == "tanh":
+        return torch.tanh(x)
+    if act == "relu":
+        return torch.clamp(x, min=0)
+    return x  # identity
+
+
+def _activation_slope(x: Tensor, act: str) -> Tensor:
+    """The derivative of :func:`_activation` (``relu``: 0 at 0, as torch's)."""
+    if act == "silu":
+        s = torch.sigmoid(x)
+        return s * (1 + x * (1 - s))
+    if act == "gelu":
+        cdf = 0.5 * (1 + torch.erf(x * math.sqrt(0.5)))
+        return cdf + x * torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    if act == "tanh":
+        t = torch.tanh(x)
+        return 1 - t * t
+    if act == "relu":
+        return (x > 0).to(x.dtype)
+    return torch.ones_like(x)
+
+
+ACTIVATIONS = ("silu", "gelu", "tanh", "relu", "identity")
+
+
 @cache
-def _compiled(name: str, order: int, num: int):
-    """The kernel ``name`` for ``num`` B-splines of ``order`` per input, compiled for any number
-    of rows and inputs. The order fixes the formula and ``num`` the innermost loop, so both are
-    constants of the kernel: the compiler then unrolls and vectorises over the functions."""
+def _compiled(name: str, order: int, num: int, act: str):
+    """The kernel ``name`` for ``num`` B-splines of ``order`` per input and base activation
+    ``act``, compiled for any number of rows and inputs. These fix the formula and the innermost
+    loop, so they are constants of the kernel: the compiler unrolls and vectorises over the
+    functions, and the activation and its derivative are fused in."""
 
-    def features(x: Tensor, act: Tensor, shift: Tensor, inv_h: Tensor) -> Tensor:
+    def features(x: Tensor, shift: Tensor, inv_h: Tensor) -> Tensor:
         values = dense_values(x, shift, inv_h, num, order)
-        return torch.cat([act.unsqueeze(-1), values], dim=-1).flatten(1)
+        return torch.cat([_activation(x, act).unsqueeze(-1), values], dim=-1).flatten(1)
 
-    def spline_grad(x: Tensor, g: Tensor, shift: Tensor, inv_h: Tensor) -> Tensor:
+    def input_grad(x: Tensor, g: Tensor, shift: Tensor, inv_h: Tensor) -> Tensor:
         slope = dense_slopes(x, shift, inv_h, num, order)
-        g = g.view(x.shape[0], x.shape[1], num + 1)[..., 1:]
-        return (g * slope).sum(-1) * inv_h
+        g = g.view(x.shape[0], x.shape[1], num + 1)
+        spline = (g[..., 1:] * slope).sum(-1) * inv_h
+        return g[..., 0] * _activation_slope(x, act) + spline
 
-    fn = {"features": features, "spline_grad": spline_grad}[name]
-    # A code object of its own per (order, num): torch.compile keeps its compiled variants (and
-    # counts its recompilation limit) per code object, and the order and number of functions are
-    # constants of this kernel, not inputs that should trigger recompiles of a shared one.
-    code = fn.__code__.replace(co_name=f"{name}_order{order}_num{num}")
+    fn = {"features": features, "input_grad": input_grad}[name]
+    # A code object of its own per variant: torch.compile keeps its compiled variants (and
+    # counts its recompilation limit) per code object, and these constants of the kernel should
+    # not trigger recompiles of a shared one.
+    code = fn.__code__.replace(co_name=f"{name}_order{order}_num{num}_{act}")
     fn = types.FunctionType(code, fn.__globals__, code.co_name, None, fn.__closure__)
-    return torch.compile(fn, fullgraph=True)
+    return torch.compile(fn, fullgraph=True, dynamic=True)
 
 
-def _run(name: str, order: int, num: int, *args: Tensor) -> Tensor | None:
-    # Detached inputs, sizes marked dynamic: one compiled variant serves every batch and width
-    # (the kernels are never differentiated by autograd; the layer's backward calls them).
+def _run(name: str, order: int, num: int, act: str, *args: Tensor) -> Tensor | None:
+    # Detached inputs (the kernels are never differentiated by autograd: the layer's backward
+    # calls them), compiled with dynamic sizes: one variant serves every batch and width.
     args = tuple(a.detach() for a in args)
-    for a in args:
-        for dim, size in enumerate(a.shape):
-            if size > 1:  # sizes 0 and 1 are always specialised
-                torch._dynamo.mark_dynamic(a, dim)
     try:
-        return _compiled(name, order, num)(*args)
+        return _compiled(name, order, num, act)(*args)
     except _RECOMPILE_LIMIT:
         # Many dtypes or degenerate sizes for one kernel: the eager path serves the rest.
         return None
@@ -136,15 +174,16 @@ def _run(name: str, order: int, num: int, *args: Tensor) -> Tensor | None:
 
 
 def features(
-    x: Tensor, act: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int
+    x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int, act: str
 ) -> Tensor | None:
-    """``[N, P * (num + 1)]``: per input ``act`` then its ``num`` B-spline values; ``None`` if
+    """``[N, P * (num + 1)]``: per input ``act(x)`` then its ``num`` B-spline values; ``None`` if
     the kernel cannot be compiled. ``shift`` and ``inv_h`` put ``x`` in knot units."""
-    return _run("features", order, num, x, act, shift, inv_h)
+    return _run("features", order, num, act, x, shift, inv_h)
 
 
-def spline_grad(
-    x: Tensor, g: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int
+def input_grad(
+    x: Tensor, g: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int, act: str
 ) -> Tensor | None:
-    """``sum_i g[n, p, 1 + i] * dB_i/dx (x[n, p])`` for ``g`` laid out like :func:`features`."""
-    return _run("spline_grad", order, num, x, g, shift, inv_h)
+    """``g[n, p, 0] act'(x[n, p]) + sum_i g[n, p, 1 + i] dB_i/dx (x[n, p])`` for ``g`` laid out
+    like :func:`features`: the layer's input gradient from the gradient of its features."""
+    return _run("input_grad", order, num, act, x, g, shift, inv_h)

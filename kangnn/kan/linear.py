@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from kangnn.kan import fused
 from kangnn.kan.basis import Basis, BSplineBasis, make_basis
@@ -71,6 +72,10 @@ def _plain_features(x: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
     return torch.cat([_ACTIVATIONS[act](x).unsqueeze(-1), values], dim=-1).flatten(1)
 
 
+def _plain_product(x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
+    return _plain_features(x, basis, cols, act) @ weight.t()
+
+
 def _activation_grad(x: Tensor, grad: Tensor, act: str) -> Tensor:
     if act == "silu":
         s = torch.sigmoid(x)
@@ -84,9 +89,7 @@ def _activation_grad(x: Tensor, grad: Tensor, act: str) -> Tensor:
 
 def _fused_features(x: Tensor, basis: BSplineBasis, layout, act: str) -> Tensor | None:
     """:func:`_features` by the fused kernel (``None`` where it cannot be compiled)."""
-    return fused.features(
-        x, _ACTIVATIONS[act](x), layout.shift, layout.inv_h, basis.num_functions, basis.order
-    )
+    return fused.features(x, layout.shift, layout.inv_h, basis.num_functions, basis.order, act)
 
 
 def _add_weight_grad(grad_w: Tensor, grad_out: Tensor, feats: Tensor) -> None:
@@ -98,24 +101,36 @@ def _add_weight_grad(grad_w: Tensor, grad_out: Tensor, feats: Tensor) -> None:
         grad_w.add_(grad_out.t().mm(feats.to(grad_out.dtype)))
 
 
-def _fused_backward(x, grad_out, weight, basis, layout, act, grad_x, grad_w, rows) -> bool:
+def _fused_backward(x, grad_out, weight, basis, layout, act, grad_x, grad_w, rows, feats) -> bool:
     """One row block of :class:`_KANFunction`'s backward by the fused kernels; ``False`` (nothing
-    written) where they cannot be compiled. ``weight`` is in ``grad_out``'s dtype."""
+    written) where they cannot be compiled. ``weight`` is in ``grad_out``'s dtype; ``feats`` the
+    block's features if the forward saved them."""
     K, order = basis.num_functions, basis.order
-    feats = None
-    if grad_w is not None:
+    if grad_w is not None and feats is None:
         feats = _fused_features(x, basis, layout, act)
         if feats is None:
             return False
     if grad_x is not None:
         g = grad_out.mm(weight).to(x.dtype)
-        spline = fused.spline_grad(x, g, layout.shift, layout.inv_h, K, order)
-        if spline is None:
+        gx = fused.input_grad(x, g, layout.shift, layout.inv_h, K, order, act)
+        if gx is None:
             return False
-        grad_x[rows] = _activation_grad(x, g[:, :: K + 1], act).add_(spline)
-    if feats is not None:
+        grad_x[rows] = gx
+    if grad_w is not None:
         _add_weight_grad(grad_w, grad_out, feats)
     return True
+
+
+# A forward keeps its expansion for the backward when it is at most this big (molecule-sized
+# batches: it then costs about what an MLP twin's hidden activations do, and the backward skips
+# rebuilding it); larger ones are rebuilt, so memory stays at the input's size.
+_SAVE_LIMIT = [8 << 20]
+
+
+def set_saved_expansion_limit(nbytes: int) -> None:
+    """Keep a KAN layer's basis expansion for its backward when it is at most ``nbytes``
+    (default 8 MiB); ``0`` always rebuilds it (least memory)."""
+    _SAVE_LIMIT[0] = int(nbytes)
 
 
 def input_columns(starts: Sequence[int], width: int, in_features: int) -> list[slice]:
@@ -146,7 +161,6 @@ class _KANFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str, dtype):
-        ctx.save_for_backward(x, weight)
         ctx.basis, ctx.cols, ctx.act = basis, cols, act
         out = x.new_empty(x.shape[0], weight.shape[0], dtype=dtype)
         wt = weight.t().to(dtype)
@@ -155,18 +169,26 @@ class _KANFunction(torch.autograd.Function):
         blocks = _row_blocks(x, weight.shape[1])
         # One workspace for all blocks: no fresh pages per block.
         buf = x.new_empty(blocks[0].stop if blocks else 0, weight.shape[1] + 1)
-        use_fused = spline and fused.fused_enabled(x)
+        use_fused = spline and fused.fused_enabled(x) and act in fused.ACTIVATIONS
+        feats = None
         for b in blocks:
             feats = _fused_features(x[b], basis, layout, act) if use_fused else None
             if feats is None:
                 located = basis.locate(x[b], layout) if spline else None
                 feats = _features(x[b], basis, cols, act, located, buf)
             torch.mm(feats.to(dtype), wt, out=out[b])
+        keep = (
+            len(blocks) == 1
+            and ctx.needs_input_grad[1]
+            and feats.numel() * feats.element_size() <= _SAVE_LIMIT[0]
+        )
+        ctx.kept = keep
+        ctx.save_for_backward(x, weight, *([feats] if keep else []))
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        x, weight = ctx.saved_tensors
+        x, weight, *kept = ctx.saved_tensors
         basis, cols, act = ctx.basis, ctx.cols, ctx.act
         need_x, need_w = ctx.needs_input_grad[:2]
         if torch.is_grad_enabled():  # create_graph=True: the gradient must be differentiable
@@ -188,15 +210,20 @@ class _KANFunction(torch.autograd.Function):
         layout = basis.layout(cols, S, 1) if spline else None
         blocks = _row_blocks(x, weight.shape[1])
         buf = x.new_empty(blocks[0].stop if blocks else 0, weight.shape[1] + 1) if need_w else None
-        use_fused = spline and fused.fused_enabled(x)
+        use_fused = spline and fused.fused_enabled(x) and act in fused.ACTIVATIONS
+        feats = kept[0] if kept else None  # only with a single row block
         for b in blocks:
             xb, gb = x[b], grad_out[b]
-            if use_fused and _fused_backward(xb, gb, wc, basis, layout, act, grad_x, grad_w, b):
+            args = (xb, gb, wc, basis, layout, act, grad_x, grad_w, b, feats)
+            if use_fused and _fused_backward(*args):
                 continue
             # Locate the B-splines once for both the features and their derivatives.
             located = basis.locate(xb, layout) if spline else None
             if need_w:
-                _add_weight_grad(grad_w, gb, _features(xb, basis, cols, act, located, buf))
+                if feats is None:
+                    feats = _features(xb, basis, cols, act, located, buf)
+                _add_weight_grad(grad_w, gb, feats)
+                feats = None
             if need_x:
                 g = gb.mm(wpad).to(x.dtype)
                 gx = _activation_grad(xb, g[:, 0 : P * S : S], act)
@@ -338,10 +365,18 @@ class KANLinear(nn.Module):
         if self._recorder is not None:
             self._recorder(self, x2, cols)
         if torch.compiler.is_compiling():
-            # Plain ops the compiler fuses (and recomputes in backward) instead of an opaque
-            # autograd function: no graph break, one generated kernel for the expansion.
-            feats = _plain_features(x2, self.basis, cols, self.base_activation)
-            return feats @ weight.t()
+            # Plain ops the compiler fuses instead of an opaque autograd function: no graph
+            # break, one generated kernel for the expansion. Checkpointed, so the expansion is
+            # recomputed in backward rather than saved (the eager path's memory).
+            return checkpoint(
+                _plain_product,
+                x2,
+                weight,
+                self.basis,
+                cols,
+                self.base_activation,
+                use_reentrant=False,
+            )
         return _kan_apply(x2, weight, self.basis, cols, self.base_activation)
 
     def _run(self, x: Tensor, cols: slice) -> Tensor:

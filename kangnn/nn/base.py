@@ -21,9 +21,10 @@ _check_ranges = True
 def set_range_checks(enabled: bool) -> None:
     """Turn the ``edge_index`` range check of every layer on (default) or off.
 
-    The check reads the index extremes back to the host, one device synchronisation per layer
-    call on a GPU; switch it off once the data pipeline is trusted. Without it an out-of-range
-    index is undefined behaviour: the decomposed layers may read a wrong row without an error.
+    On CPU the check reads the index extremes and raises a :class:`ValueError` naming them; on a
+    GPU it is an asynchronous device-side assertion (no host synchronisation); inside
+    ``torch.compile`` it is skipped. Without it an out-of-range index is undefined behaviour:
+    the decomposed layers may read a wrong row without an error.
     """
     global _check_ranges
     _check_ranges = bool(enabled)
@@ -124,7 +125,15 @@ def check_inputs(
             raise ValueError(
                 f"{name}: edge_index must have shape [2, num_edges], got {tuple(edge_index.shape)}"
             )
-        if _check_ranges and edge_index.numel() > 0:
+        if _check_ranges and edge_index.numel() > 0 and edge_index.device.type != "cpu":
+            # On a GPU a host-side check would sync every layer call: assert on the device
+            # instead (asynchronous; a failure surfaces as a device-side assertion).
+            s, t = (0, 1) if flow == "source_to_target" else (1, 0)
+            lo, hi = torch.aminmax(edge_index, dim=1)
+            ok = (lo.min() >= 0) & (hi[s] < n_src) & (hi[t] < n_dst)
+            torch._assert_async(ok, f"{name}: edge_index is out of range")
+        elif _check_ranges and edge_index.numel() > 0 and not torch.compiler.is_compiling():
+            # (Inside torch.compile the check would break the graph: compiled models skip it.)
             lo, hi = (v.tolist() for v in torch.aminmax(edge_index, dim=1))
             s, t = (0, 1) if flow == "source_to_target" else (1, 0)
             if min(lo) < 0 or hi[s] >= n_src or hi[t] >= n_dst:
