@@ -260,15 +260,18 @@ def _dotlist(params: dict[str, Any]) -> list[str]:
     return [f"{k}={json.dumps(v)}" for k, v in params.items()]
 
 
-def _fingerprint(cfg: DictConfig) -> dict[str, str]:
-    """Every value of ``cfg`` that changes what a trial computes, by dotted key (as JSON)."""
-    flat: dict[str, str] = {}
+def _fingerprint(cfg: DictConfig, specs: list[dict[str, Any]]) -> dict[str, str]:
+    """Every value of ``cfg`` that changes what a trial of a model with search space ``specs``
+    computes, by dotted key (as JSON); of ``tune.space`` only that model's own ``specs``."""
+    flat: dict[str, str] = {"tune.space": json.dumps(specs, sort_keys=True)}
 
     def walk(node: Any, prefix: str) -> None:
         if isinstance(node, dict):
             for k, v in node.items():
                 walk(v, f"{prefix}.{k}" if prefix else str(k))
-        elif not any(prefix == k or prefix.startswith(f"{k}.") for k in _NOT_FINGERPRINTED):
+        elif prefix != "tune.space" and not any(
+            prefix == k or prefix.startswith(f"{k}.") for k in _NOT_FINGERPRINTED
+        ):
             flat[prefix] = json.dumps(node, sort_keys=True)
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
@@ -580,8 +583,7 @@ def tune(
     metric, mode = primary_metric(data.task)
     out.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(out / DB_FILE).absolute()}"
-    fingerprint = _fingerprint(cfg)
-    studies = {m: _open_study(cfg, m, storage, mode, fingerprint) for m in models}
+    studies = {m: _open_study(cfg, m, storage, mode, _fingerprint(cfg, spaces[m])) for m in models}
     log(
         f"{name}: tuning {', '.join(models)} with {n_trials} trials each on validation {metric} "
         f"({len(data.split['train'])}/{len(data.split['val'])} train/val molecules); {out}"
@@ -615,6 +617,7 @@ def tune(
     for other in optuna.get_all_study_names(storage):
         if other in OBJECTIVES and other not in studies:
             s = optuna.load_study(study_name=other, storage=storage)
+            fingerprint = _fingerprint(cfg, search_space(cfg, other))
             if "config" in s.user_attrs and not _same_config(s, fingerprint):
                 studies[other] = s
     best: dict[str, dict[str, Any]] = {}
