@@ -222,15 +222,19 @@ def load_results(results_dir: str | Path, datasets: Sequence[str] | None = None)
     """Collect the comparisons under ``results_dir``: one entry per dataset folder.
 
     Each ``<results_dir>/<dataset>/summary.json`` and ``<results_dir>/<dataset>/*/summary.json``
-    (one comparison per conv, say) contributes its rows; a model that two comparisons share
-    (``chemprop`` trained beside two convs) is taken from the first (the dataset folder's own
-    summary, then subfolders in name order).
+    (one comparison per conv, say; train chemprop with only one of them) contributes its rows.
 
     Returns
     -------
     list of dict
         ``{"dataset", "metric", "mode", "task", "models": [{"label", "row", "seeds", "source"}]}``
         in the order of ``datasets`` (default: the MoleculeNet order, then other folders by name).
+
+    Raises
+    ------
+    ValueError
+        A file that is not a comparison summary, two metrics for one dataset, or one model (say
+        ``KAN gine``) in two summaries of a dataset (naming both files).
     """
     root = Path(results_dir)
     if not root.is_dir():
@@ -249,7 +253,7 @@ def load_results(results_dir: str | Path, datasets: Sequence[str] | None = None)
         if not paths:
             raise FileNotFoundError(2, "No summary.json for this dataset", str(folder))
         entry: dict[str, Any] = {"dataset": name, "models": []}
-        seen: set[str] = set()
+        seen: dict[str, Path] = {}
         for path in paths:
             try:
                 summary = json.loads(path.read_text())
@@ -262,8 +266,10 @@ def load_results(results_dir: str | Path, datasets: Sequence[str] | None = None)
             for row in rows:
                 label = _model_label(row)
                 if label in seen:
-                    continue
-                seen.add(label)
+                    raise ValueError(
+                        f"{name}: model {label!r} is in both {seen[label]} and {path}; keep one"
+                    )
+                seen[label] = path
                 entry["models"].append(
                     {
                         "label": label,

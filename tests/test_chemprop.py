@@ -438,3 +438,8 @@ def test_report_renders_planted_results(tmp_path, capsys):
     (tmp_path / "bace" / "summary.json").write_text("{}")
     code, _, err = run_cli(["report", tmp_path], capsys)
     assert_user_error(code, err, "bace/summary.json", "not a kangnn summary.json")
+    # one model in two comparisons of a dataset: which to show is not guessed
+    (tmp_path / "esol" / "again").mkdir()
+    (tmp_path / "esol" / "again" / "summary.json").write_text(json.dumps(_summary(rows, per_seed)))
+    code, _, err = run_cli(["report", tmp_path, "--datasets", "esol"], capsys)
+    assert_user_error(code, err, "'KAN gine' is in both", "again/summary.json")
