@@ -331,6 +331,11 @@ def _log_run(
     )
 
 
+def _pair_name(pair: str) -> str:
+    """``"kan vs chemprop"`` -> ``"KAN vs chemprop"``."""
+    return " vs ".join(m.upper() if m in MODELS else m for m in pair.split(" vs "))
+
+
 def _fmt(v: float | None) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
@@ -563,7 +568,8 @@ def _markdown(
             else ""
         ),
         *(
-            f"- {pair}: " + (f"p = {t['p']:.3g}." if t["p"] is not None else f"{t['note']}.")
+            f"- Paired Wilcoxon test on test {metric}, {_pair_name(pair)}: "
+            + (f"p = {t['p']:.3g}." if t["p"] is not None else f"{t['note']}.")
             for pair, t in tests.items()
             if pair != "kan vs mlp"
         ),
