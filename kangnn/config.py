@@ -283,11 +283,25 @@ def apply_overrides(
     for item in overrides:
         if "=" not in item or item.startswith("="):
             raise ConfigError(f"{source} '{item}' must look like key=value (e.g. train.epochs=5)")
+    import yaml
+
     try:
         dot = OmegaConf.from_dotlist(list(overrides))
     except OmegaConfBaseException as err:
         raise ConfigError(f"{source}: {_describe(err)}") from None
+    except yaml.YAMLError as err:  # a value OmegaConf parses as YAML, e.g. `k={a:[b]}`
+        bad = next((o for o in overrides if _yaml_error(o)), " ".join(overrides))
+        first = str(err).splitlines()[0]
+        raise ConfigError(f"{source} '{bad}': the value is not valid YAML ({first})") from None
     return _merge(cfg, dot, source)
+
+
+def _yaml_error(item: str) -> bool:
+    try:
+        OmegaConf.from_dotlist([item])
+    except Exception:
+        return True
+    return False
 
 
 def load_config(

@@ -443,3 +443,9 @@ def test_report_renders_planted_results(tmp_path, capsys):
     (tmp_path / "esol" / "again" / "summary.json").write_text(json.dumps(_summary(rows, per_seed)))
     code, _, err = run_cli(["report", tmp_path, "--datasets", "esol"], capsys)
     assert_user_error(code, err, "'KAN gine' is in both", "again/summary.json")
+
+
+def test_override_that_is_not_yaml_is_a_one_line_error(capsys):
+    bad = "compare.model_overrides={chemprop:[chemprop.depth=2]}"  # `{a: b}` needs the space
+    code, _, err = run_cli(["compare", "experiments/esol.yaml", "--with", "chemprop", bad], capsys)
+    assert_user_error(code, err, bad, "not valid YAML")
