@@ -71,21 +71,22 @@ def _terms_of(order: int) -> tuple[tuple[float, float], ...]:
 
 
 def _distance(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> Tensor:
-    """``v - i - (k+1)/2`` for every input and function: ``[N, P, num]``."""
+    """``v - i - (k+1)/2`` for every function and input: ``[N, num, P]``."""
     v = torch.addcmul(shift, x, inv_h)
     centres = torch.arange(num, dtype=x.dtype, device=x.device) + (order + 1) / 2
-    return v.unsqueeze(-1) - centres
+    return v.unsqueeze(1) - centres[:, None]
 
 
 def dense_values(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> Tensor:
-    """``[N, P, num]`` B-spline values in the truncated-power form, by plain differentiable ops
-    (what the fused kernel computes; also the layer's path under ``torch.compile``)."""
+    """``[N, num, P]`` B-spline values in the truncated-power form, by plain differentiable ops
+    (what the fused kernel computes; also the layer's path under ``torch.compile``). Function
+    major: the inputs are the innermost, contiguous dimension, which the compiler vectorises."""
     s = _distance(x, shift, inv_h, num, order).abs()
     return sum(c * torch.clamp(a - s, min=0) ** order for c, a in _terms_of(order))
 
 
 def dense_slopes(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> Tensor:
-    """``[N, P, num]`` derivatives ``dB_i/dv`` in knot units (right-hand at order-1 kinks)."""
+    """``[N, num, P]`` derivatives ``dB_i/dv`` in knot units (right-hand at order-1 kinks)."""
     d = _distance(x, shift, inv_h, num, order)
     if order == 1:
         # Hat functions have kinks on the knots: take the derivative from the right there,
@@ -136,13 +137,13 @@ def _compiled(name: str, order: int, num: int, act: str):
 
     def features(x: Tensor, shift: Tensor, inv_h: Tensor) -> Tensor:
         values = dense_values(x, shift, inv_h, num, order)
-        return torch.cat([_activation(x, act).unsqueeze(-1), values], dim=-1).flatten(1)
+        return torch.cat([_activation(x, act).unsqueeze(1), values], dim=1).flatten(1)
 
     def input_grad(x: Tensor, g: Tensor, shift: Tensor, inv_h: Tensor) -> Tensor:
         slope = dense_slopes(x, shift, inv_h, num, order)
-        g = g.view(x.shape[0], x.shape[1], num + 1)
-        spline = (g[..., 1:] * slope).sum(-1) * inv_h
-        return g[..., 0] * _activation_slope(x, act) + spline
+        g = g.view(x.shape[0], num + 1, x.shape[1])
+        spline = (g[:, 1:] * slope).sum(1) * inv_h
+        return g[:, 0] * _activation_slope(x, act) + spline
 
     fn = {"features": features, "input_grad": input_grad}[name]
     # A code object of its own per variant: torch.compile keeps its compiled variants (and
@@ -176,14 +177,15 @@ def _run(name: str, order: int, num: int, act: str, *args: Tensor) -> Tensor | N
 def features(
     x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int, act: str
 ) -> Tensor | None:
-    """``[N, P * (num + 1)]``: per input ``act(x)`` then its ``num`` B-spline values; ``None`` if
-    the kernel cannot be compiled. ``shift`` and ``inv_h`` put ``x`` in knot units."""
+    """``[N, (num + 1) * P]``, function major: ``act(x)`` of every input, then the first
+    B-spline of every input, and so on; ``None`` if the kernel cannot be compiled. ``shift`` and
+    ``inv_h`` put ``x`` in knot units."""
     return _run("features", order, num, act, x, shift, inv_h)
 
 
 def input_grad(
     x: Tensor, g: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int, act: str
 ) -> Tensor | None:
-    """``g[n, p, 0] act'(x[n, p]) + sum_i g[n, p, 1 + i] dB_i/dx (x[n, p])`` for ``g`` laid out
+    """``g[n, 0, p] act'(x[n, p]) + sum_i g[n, 1 + i, p] dB_i/dx (x[n, p])`` for ``g`` laid out
     like :func:`features`: the layer's input gradient from the gradient of its features."""
     return _run("input_grad", order, num, act, x, g, shift, inv_h)

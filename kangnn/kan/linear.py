@@ -60,20 +60,34 @@ def _features(
     return buf[:, :-1]
 
 
+def _function_major(weight: Tensor, P: int, S: int) -> Tensor:
+    """``[out, P * S]`` input-major weight (the layer's layout) as ``[out, S * P]``, function
+    major: the layout of the fused kernels and the plain-op path."""
+    return weight.view(-1, P, S).transpose(1, 2).reshape(weight.shape[0], S * P)
+
+
+def _input_major(weight: Tensor, P: int, S: int) -> Tensor:
+    """The inverse of :func:`_function_major`."""
+    return weight.view(-1, S, P).transpose(1, 2).reshape(weight.shape[0], P * S)
+
+
 def _plain_features(x: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
-    """:func:`_features` by plain differentiable ops: what ``torch.compile`` traces and fuses,
-    and what double backward differentiates. Same values as the other paths to rounding."""
+    """``[N, (K + 1) * P]`` function-major features by plain differentiable ops: what
+    ``torch.compile`` traces and fuses, and what double backward differentiates. Same values
+    as the other paths to rounding."""
     if isinstance(basis, BSplineBasis):
         inv_h = 1.0 / basis.h[cols]
         shift = basis.order - basis.lo[cols] * inv_h
         values = fused.dense_values(x, shift, inv_h, basis.num_functions, basis.order)
     else:
-        values = basis.expand(x, cols)
-    return torch.cat([_ACTIVATIONS[act](x).unsqueeze(-1), values], dim=-1).flatten(1)
+        values = basis.expand(x, cols).transpose(1, 2)
+    return torch.cat([_ACTIVATIONS[act](x).unsqueeze(1), values], dim=1).flatten(1)
 
 
 def _plain_product(x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
-    return _plain_features(x, basis, cols, act) @ weight.t()
+    """The layer's output by plain ops (``weight`` input major, as :class:`_KANFunction`'s)."""
+    wf = _function_major(weight, x.shape[1], basis.num_functions + 1)
+    return _plain_features(x, basis, cols, act) @ wf.t()
 
 
 def _activation_grad(x: Tensor, grad: Tensor, act: str) -> Tensor:
@@ -87,11 +101,6 @@ def _activation_grad(x: Tensor, grad: Tensor, act: str) -> Tensor:
         return torch.autograd.grad(_ACTIVATIONS[act](xr), xr, grad)[0]
 
 
-def _fused_features(x: Tensor, basis: BSplineBasis, layout, act: str) -> Tensor | None:
-    """:func:`_features` by the fused kernel (``None`` where it cannot be compiled)."""
-    return fused.features(x, layout.shift, layout.inv_h, basis.num_functions, basis.order, act)
-
-
 def _add_weight_grad(grad_w: Tensor, grad_out: Tensor, feats: Tensor) -> None:
     """``grad_w += grad_out^T @ feats``; under mixed precision the product runs in the output's
     dtype and is accumulated in the weight's."""
@@ -99,26 +108,6 @@ def _add_weight_grad(grad_w: Tensor, grad_out: Tensor, feats: Tensor) -> None:
         grad_w.addmm_(grad_out.t(), feats)
     else:
         grad_w.add_(grad_out.t().mm(feats.to(grad_out.dtype)))
-
-
-def _fused_backward(x, grad_out, weight, basis, layout, act, grad_x, grad_w, rows, feats) -> bool:
-    """One row block of :class:`_KANFunction`'s backward by the fused kernels; ``False`` (nothing
-    written) where they cannot be compiled. ``weight`` is in ``grad_out``'s dtype; ``feats`` the
-    block's features if the forward saved them."""
-    K, order = basis.num_functions, basis.order
-    if grad_w is not None and feats is None:
-        feats = _fused_features(x, basis, layout, act)
-        if feats is None:
-            return False
-    if grad_x is not None:
-        g = grad_out.mm(weight).to(x.dtype)
-        gx = fused.input_grad(x, g, layout.shift, layout.inv_h, K, order, act)
-        if gx is None:
-            return False
-        grad_x[rows] = gx
-    if grad_w is not None:
-        _add_weight_grad(grad_w, grad_out, feats)
-    return True
 
 
 # A forward keeps its expansion for the backward when it is at most this big (molecule-sized
@@ -131,6 +120,65 @@ def set_saved_expansion_limit(nbytes: int) -> None:
     """Keep a KAN layer's basis expansion for its backward when it is at most ``nbytes``
     (default 8 MiB); ``0`` always rebuilds it (least memory)."""
     _SAVE_LIMIT[0] = int(nbytes)
+
+
+def _keep(ctx, blocks: list[slice], feats: Tensor | None) -> bool:
+    return (
+        feats is not None
+        and len(blocks) == 1
+        and ctx.needs_input_grad[1]
+        and feats.numel() * feats.element_size() <= _SAVE_LIMIT[0]
+    )
+
+
+def _fused_forward(ctx, x, weight, basis, cols, act, dtype) -> Tensor | None:
+    """:class:`_KANFunction`'s forward by the fused kernel (function-major features and weight);
+    ``None`` where the kernel cannot be compiled."""
+    P, S = x.shape[1], basis.num_functions + 1
+    layout = basis.layout(cols, S, 1)
+    wt = _function_major(weight, P, S).t().to(dtype)
+    out = x.new_empty(x.shape[0], weight.shape[0], dtype=dtype)
+    blocks = _row_blocks(x, weight.shape[1])
+    feats = None
+    for b in blocks:
+        feats = fused.features(x[b], layout.shift, layout.inv_h, S - 1, basis.order, act)
+        if feats is None:
+            return None
+        torch.mm(feats.to(dtype), wt, out=out[b])
+    ctx.save_for_backward(x, weight, *([feats] if _keep(ctx, blocks, feats) else []))
+    return out
+
+
+def _fused_backward(ctx, grad_out: Tensor):
+    """:class:`_KANFunction`'s backward by the fused kernels; ``None`` (nothing to use) where
+    they cannot be compiled."""
+    x, weight, *kept = ctx.saved_tensors
+    basis, cols, act = ctx.basis, ctx.cols, ctx.act
+    need_x, need_w = ctx.needs_input_grad[:2]
+    P, S, order = x.shape[1], ctx.basis.num_functions + 1, ctx.basis.order
+    layout = basis.layout(cols, S, 1)
+    wf = _function_major(weight, P, S)
+    wc = wf.to(grad_out.dtype)
+    grad_x = torch.empty_like(x) if need_x else None
+    grad_wf = torch.zeros_like(wf) if need_w else None
+    feats = kept[0] if kept else None  # only with a single row block
+    for b in _row_blocks(x, weight.shape[1]):
+        xb, gb = x[b], grad_out[b]
+        if need_w:
+            if feats is None:
+                feats = fused.features(xb, layout.shift, layout.inv_h, S - 1, order, act)
+                if feats is None:
+                    return None
+            _add_weight_grad(grad_wf, gb, feats)
+            feats = None
+        if need_x:
+            g = gb.mm(wc).to(x.dtype)
+            gx = fused.input_grad(xb, g, layout.shift, layout.inv_h, S - 1, order, act)
+            if gx is None:
+                return None
+            grad_x[b] = gx
+    grad_w = _input_major(grad_wf, P, S) if need_w else None
+    return grad_x, grad_w, None, None, None, None
 
 
 def input_columns(starts: Sequence[int], width: int, in_features: int) -> list[slice]:
@@ -162,28 +210,25 @@ class _KANFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str, dtype):
         ctx.basis, ctx.cols, ctx.act = basis, cols, act
+        spline = isinstance(basis, BSplineBasis)
+        ctx.fused = spline and fused.fused_enabled(x) and act in fused.ACTIVATIONS
+        if ctx.fused:
+            out = _fused_forward(ctx, x, weight, basis, cols, act, dtype)
+            if out is not None:
+                return out
+            ctx.fused = False
         out = x.new_empty(x.shape[0], weight.shape[0], dtype=dtype)
         wt = weight.t().to(dtype)
-        spline = isinstance(basis, BSplineBasis)
         layout = basis.layout(cols, basis.num_functions + 1, 1) if spline else None
         blocks = _row_blocks(x, weight.shape[1])
         # One workspace for all blocks: no fresh pages per block.
         buf = x.new_empty(blocks[0].stop if blocks else 0, weight.shape[1] + 1)
-        use_fused = spline and fused.fused_enabled(x) and act in fused.ACTIVATIONS
         feats = None
         for b in blocks:
-            feats = _fused_features(x[b], basis, layout, act) if use_fused else None
-            if feats is None:
-                located = basis.locate(x[b], layout) if spline else None
-                feats = _features(x[b], basis, cols, act, located, buf)
+            located = basis.locate(x[b], layout) if spline else None
+            feats = _features(x[b], basis, cols, act, located, buf)
             torch.mm(feats.to(dtype), wt, out=out[b])
-        keep = (
-            len(blocks) == 1
-            and ctx.needs_input_grad[1]
-            and feats.numel() * feats.element_size() <= _SAVE_LIMIT[0]
-        )
-        ctx.kept = keep
-        ctx.save_for_backward(x, weight, *([feats] if keep else []))
+        ctx.save_for_backward(x, weight, *([feats] if _keep(ctx, blocks, feats) else []))
         return out
 
     @staticmethod
@@ -199,6 +244,11 @@ class _KANFunction(torch.autograd.Function):
                 None,
                 None,
             )
+        if ctx.fused:
+            grads = _fused_backward(ctx, grad_out)
+            if grads is not None:
+                return grads
+            kept = []  # function major: of no use to the eager path
         P = x.shape[1]
         S = basis.num_functions + 1
         grad_x = torch.empty_like(x) if need_x else None
@@ -210,13 +260,9 @@ class _KANFunction(torch.autograd.Function):
         layout = basis.layout(cols, S, 1) if spline else None
         blocks = _row_blocks(x, weight.shape[1])
         buf = x.new_empty(blocks[0].stop if blocks else 0, weight.shape[1] + 1) if need_w else None
-        use_fused = spline and fused.fused_enabled(x) and act in fused.ACTIVATIONS
         feats = kept[0] if kept else None  # only with a single row block
         for b in blocks:
             xb, gb = x[b], grad_out[b]
-            args = (xb, gb, wc, basis, layout, act, grad_x, grad_w, b, feats)
-            if use_fused and _fused_backward(*args):
-                continue
             # Locate the B-splines once for both the features and their derivatives.
             located = basis.locate(xb, layout) if spline else None
             if need_w:
@@ -240,7 +286,7 @@ def _differentiable_grads(x, weight, basis, cols, act, grad_out, need_x, need_w)
     """``(grad_x, grad_w)`` of the layer as a differentiable graph (for double backward)."""
     wanted = [t for t, need in ((x, need_x), (weight, need_w)) if need]
     with torch.enable_grad():
-        y = _plain_features(x, basis, cols, act).to(grad_out.dtype) @ weight.t().to(grad_out.dtype)
+        y = _plain_product(x, weight, basis, cols, act).to(grad_out.dtype)
         grads = iter(torch.autograd.grad(y, wanted, grad_out, create_graph=True))
     return (next(grads) if need_x else None), (next(grads) if need_w else None)
 
