@@ -12,6 +12,7 @@ Examples
     kangnn compare runs/tune-esol/best-kan.yaml   # the tuned KAN vs the tuned MLP twin
     kangnn predict runs/esol-gin-kan-s0-... --input new.csv --output preds.csv
     kangnn plot runs/esol-gin-kan-s0-...
+    kangnn explain runs/esol-gin-kan-s0-...
     kangnn bench model --conv gin
     kangnn datasets
     kangnn compare experiments/esol.yaml --with chemprop   # plus chemprop on the same splits
@@ -112,6 +113,25 @@ def _parser() -> argparse.ArgumentParser:
     pl.add_argument("run_dir", metavar="RUN_DIR")
     pl.add_argument("--output", help="PNG to write (default: RUN_DIR/kan_functions.png)")
     pl.add_argument("--edges", type=int, default=4, help="functions shown per layer")
+
+    xp = sub.add_parser(
+        "explain",
+        help="what a KAN run uses: importance, pruned head, the head's formula",
+        description="Score the inputs of the head and of each conv's update function "
+        "(pykan's attribution), prune the head and compare its validation metric with the "
+        "original's, fit the head's symbolic formula, and plot the most important functions; "
+        "writes report.md, formulas.json and PNGs into RUN_DIR/explain (or --out).",
+    )
+    xp.add_argument("run_dir", metavar="RUN_DIR")
+    xp.add_argument("--out", help="report folder (default: RUN_DIR/explain; replaced)")
+    xp.add_argument(
+        "--threshold", type=float, default=1e-2, help="prune scores below this (default 0.01)"
+    )
+    xp.add_argument("--top", type=int, default=8, help="functions plotted per function")
+    xp.add_argument(
+        "--max-molecules", type=int, default=2000, help="training molecules used (default 2000)"
+    )
+    xp.add_argument("--data-root", dest="root", metavar="DIR", help=DATA_ROOT_HELP)
 
     sp = sub.add_parser("splits", help="export the split of a run for other tools")
     sp_sub = sp.add_subparsers(dest="splits_command", metavar="ACTION")
@@ -302,6 +322,33 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from kangnn.explain import explain_run
+
+    if args.threshold < 0:
+        raise UsageError(f"--threshold must be >= 0, got {args.threshold}")
+    if args.top < 1:
+        raise UsageError(f"--top must be >= 1, got {args.top}")
+    if args.max_molecules < 2:
+        raise UsageError(f"--max-molecules must be >= 2, got {args.max_molecules}")
+    result = explain_run(
+        args.run_dir,
+        out_dir=args.out,
+        threshold=args.threshold,
+        top=args.top,
+        max_molecules=args.max_molecules,
+        data_root=args.root,
+        log=_info,
+    )
+    _info(
+        f"val {result.metric}: {_num(result.val)} original, {_num(result.val_pruned)} with the "
+        f"head pruned {result.head_widths} -> {result.pruned_widths}, "
+        f"{_num(result.val_formula)} with the head's formula"
+    )
+    print(result.out_dir)
+    return 0
+
+
 def _bench(argv: list[str]) -> int:
     import importlib
 
@@ -327,6 +374,7 @@ COMMANDS = {
     "report": _report,
     "predict": _predict,
     "plot": _plot,
+    "explain": _explain,
     "datasets": _datasets,
     "tune": _tune,
 }

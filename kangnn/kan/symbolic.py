@@ -29,6 +29,7 @@ always be evaluated. Polynomial formulas are expanded, small ones passed through
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -257,7 +258,9 @@ class EdgeFit:
 
     ``kind`` is ``"zero"`` (constant ``d``), ``"linear"`` (``f = x``), ``"symbolic"`` (another
     library function) or ``"spline"`` (no fit reached ``r2_threshold``; ``name`` and ``r2`` are
-    then those of the best attempt). Parameters are in the units of the edge's input.
+    then those of the best attempt). Parameters are in the units of the edge's input and are
+    those of the formula; ``r2`` is that of the per-edge fit to the spline, whose own
+    ``(a, b, c, d)`` are kept in ``per_edge`` when a joint refit of the formula changed them.
     """
 
     layer: int
@@ -271,6 +274,7 @@ class EdgeFit:
     r2: float
     kind: str
     score: float = 0.0
+    per_edge: tuple[float, float, float, float] | None = None
 
     @property
     def function_name(self) -> str:
@@ -294,14 +298,21 @@ class EdgeFit:
         return a * library[self.name].sympy(b * arg + c) + d
 
     def fitted_values(
-        self, x: np.ndarray, library: Mapping[str, SymbolicFunction] = LIBRARY
+        self,
+        x: np.ndarray,
+        library: Mapping[str, SymbolicFunction] = LIBRARY,
+        per_edge: bool = False,
     ) -> np.ndarray:
-        """The library fit at ``x`` (numpy; NaN where it leaves its domain)."""
+        """The library fit at ``x`` (numpy; NaN where it leaves its domain); with ``per_edge``
+        the edge's own fit to its spline rather than the formula's refitted constants."""
         x = np.asarray(x, dtype=np.float64)
+        a, b, c, d = (
+            self.per_edge if per_edge and self.per_edge else (self.a, self.b, self.c, self.d)
+        )
         if self.name == "0":
-            return np.full_like(x, self.d)
+            return np.full_like(x, d)
         with np.errstate(all="ignore"):
-            return self.a * library[self.name].numpy(self.b * x + self.c) + self.d
+            return a * library[self.name].numpy(b * x + c) + d
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -316,6 +327,7 @@ class EdgeFit:
             "d": self.d,
             "r2": self.r2,
             "score": self.score,
+            "per_edge": None if self.per_edge is None else list(self.per_edge),
         }
 
 
@@ -596,29 +608,55 @@ def _edge_groups(fits: list[EdgeFit]) -> dict[str, list[int]]:
     return groups
 
 
+def _spline_layers(
+    layers: list[KANLinear], groups: list[dict[str, list[int]]]
+) -> list[KANLinear | None]:
+    """Per layer, a copy keeping only its spline edges (the others zeroed), or ``None``: one
+    forward of it is the sum of the layer's spline edges."""
+    out: list[KANLinear | None] = []
+    for layer, group in zip(layers, groups, strict=True):
+        if "spline" not in group:
+            out.append(None)
+            continue
+        keep = torch.zeros(layer.out_features * layer.in_features, dtype=torch.bool)
+        keep[group["spline"]] = True
+        keep = keep.view(layer.out_features, layer.in_features).to(layer.base_weight.device)
+        part = copy.deepcopy(layer)
+        with torch.no_grad():
+            part.base_weight.mul_(keep)
+            part.spline_weight.mul_(keep[..., None])
+        out.append(part.requires_grad_(False))
+    return out
+
+
 def _compose_torch(
-    layers: list[KANLinear],
     groups: list[dict[str, list[int]]],
     params: list[list[Tensor]],
     lib: Mapping[str, SymbolicFunction],
     x: Tensor,
+    splines: list[KANLinear | None],
+    first_splines: Tensor | None = None,
     check: bool = False,
 ) -> Tensor | None:
-    """The formula as a torch computation of ``x`` (float64), spline edges by the KAN's layers;
-    with ``check``, ``None`` if an argument leaves its function's domain on ``x``."""
+    """The formula as a torch computation of ``x`` (float64), spline edges by the KAN's layers
+    (``first_splines``: the first layer's, precomputed); with ``check``, ``None`` if an
+    argument leaves its function's domain on ``x``."""
     h = x
-    for layer, group, (a, b, c, d) in zip(layers, groups, params, strict=True):
-        P, Q = layer.in_features, layer.out_features
-        out = h.new_zeros(h.shape[0], Q)
+    for level, (group, (a, b, c, d), spline) in enumerate(
+        zip(groups, params, splines, strict=True)
+    ):
+        P = h.shape[1]
+        if spline is None:
+            out = h.new_zeros(h.shape[0], a.numel() // P)
+        elif level == 0 and first_splines is not None:
+            out = first_splines.clone()
+        else:
+            out = spline(h.to(spline.base_weight)).to(h)
         for name, flat in group.items():
+            if name == "spline":
+                continue
             idx = torch.tensor(flat, dtype=torch.long)
             i, j = idx % P, idx // P
-            if name == "spline":
-                for col in i.unique().tolist():
-                    sel = idx[i == col]
-                    part = layer.partial(h[:, col : col + 1].to(layer.base_weight), col)
-                    out = out.index_add(1, sel // P, part[:, sel // P].to(h))
-                continue
             f = lib[name]
             u = b[idx] * h[:, i] + c[idx]
             if check and f.domain is not None:
@@ -663,9 +701,11 @@ def _refit(
     scale = target.var().clamp_min(1e-300)
 
     start = [p.detach().clone() for p in flat]
+    splines = _spline_layers(layers, groups)
+    first = splines[0](x.to(splines[0].base_weight)).to(x) if splines[0] is not None else None
 
     def error() -> Tensor:
-        out = _compose_torch(layers, groups, params, lib, x)
+        out = _compose_torch(groups, params, lib, x, splines, first)
         return ((out - target) ** 2).mean() / scale
 
     def loss_fn() -> Tensor:
@@ -691,7 +731,7 @@ def _refit(
         except RuntimeError:  # a non-finite step inside the line search
             pass
     with torch.no_grad():
-        out = _compose_torch(layers, groups, params, lib, x, check=True)
+        out = _compose_torch(groups, params, lib, x, splines, first, check=True)
         after = float(((out - target) ** 2).mean() / scale) if out is not None else math.inf
         if not after < before:
             for p, s0 in zip(flat, start, strict=True):
@@ -700,6 +740,7 @@ def _refit(
     for fits, (a, b, c, d) in zip(edges, params, strict=True):
         for k, e in enumerate(fits):
             if e.kind != "spline":
+                e.per_edge = (e.a, e.b, e.c, e.d)
                 e.a, e.b, e.c, e.d = float(a[k]), float(b[k]), float(c[k]), float(d[k])
     return True
 

@@ -1,0 +1,139 @@
+"""``kangnn explain`` on a tiny trained ESOL run: report, formulas, pruning, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import sympy
+
+import kangnn.explain as explain_mod
+from kangnn.cli import main
+
+ESOL_ROWS = 160
+TINY = [
+    "model.conv=gin",
+    "model.hidden_channels=16",
+    "model.num_layers=2",
+    "model.grid_size=3",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.threads=1",
+    "train.progress_bar=false",
+    "train.patience=0",
+    "dataset.split=random",
+]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, copy_moleculenet) -> Path:
+    root = copy_moleculenet(tmp_path_factory.mktemp("data"), "esol")
+    raw = root / "esol" / "raw" / "delaney-processed.csv"
+    raw.write_text("".join(raw.read_text().splitlines(keepends=True)[: ESOL_ROWS + 1]))
+    out = tmp_path_factory.mktemp("runs")
+    code = main(
+        ["train", "experiments/esol.yaml", f"dataset.root={root}", f"output_dir={out}", *TINY]
+    )
+    assert code == 0
+    (run,) = out.iterdir()
+    return run
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_user_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("kangnn: error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[-1], lines[-1]
+
+
+def test_explain_writes_the_report(run_dir, capsys):
+    code, out, err = run_cli(["explain", run_dir, "--top", "3"], capsys)
+    assert code == 0, err
+    folder = Path(out.strip().splitlines()[-1])
+    assert folder == run_dir / "explain"
+    names = {p.name for p in folder.iterdir()}
+    assert names == {
+        "report.md",
+        "formulas.json",
+        "head_functions.png",
+        "conv0_nn.png",
+        "conv1_nn.png",
+    }
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".explain")]
+    doc = json.loads((folder / "formulas.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # The report re-evaluates the checkpoint on the run's own validation split.
+    assert doc["val"]["original"] == pytest.approx(metrics["val"]["rmse"], rel=1e-5)
+    assert doc["val_molecules"] == metrics["num_molecules"]["val"]
+    head = doc["head"]
+    assert head["widths"] == [16, 16, 1] and len(head["input_scores"]) == 16
+    w = head["pruned_widths"]
+    assert [s["edges"] for s in head["summary"]] == [w[k] * w[k + 1] for k in range(len(w) - 1)]
+    # The formula is sympy in the kept graph-embedding dimensions (splines as phi functions).
+    expr = sympy.sympify(head["formula"])
+    assert {str(s) for s in expr.free_symbols} <= {f"g_{i}" for i in head["active_inputs"]}
+    assert head["fit_r2"] > 0.99
+    assert [c["function"] for c in doc["convs"]] == ["nn", "nn"]
+    assert all(len(c["input_scores"]) == 16 and len(c["top_edges"]) == 3 for c in doc["convs"])
+    report = (folder / "report.md").read_text()
+    for section in ("## Validation rmse", "## Head formula", "## Conv functions"):
+        assert section in report
+    assert f"{doc['val']['original']:.4f}" in report
+    assert "val rmse" in err and "with the head pruned" in err
+
+
+def test_pruning_threshold_and_replacing_an_old_report(run_dir, tmp_path, capsys):
+    out_dir = tmp_path / "ex"
+    out_dir.mkdir()
+    (out_dir / "stale.txt").write_text("old")
+    code, out, err = run_cli(
+        ["explain", run_dir, "--out", out_dir, "--threshold", "0.3", "--top", "2"], capsys
+    )
+    assert code == 0, err
+    assert not (out_dir / "stale.txt").exists()  # replaced as a whole
+    doc = json.loads((out_dir / "formulas.json").read_text())
+    head = doc["head"]
+    scores = head["input_scores"]
+    assert head["active_inputs"] == [i for i, s in enumerate(scores) if s >= 0.3]
+    assert head["pruned_widths"][0] == len(head["active_inputs"]) < 16
+    assert doc["val"]["head_pruned"] > 0 and doc["val"]["head_pruned"] != doc["val"]["original"]
+
+
+def test_a_failed_explain_leaves_the_old_report(run_dir, tmp_path, monkeypatch, capsys):
+    out_dir = tmp_path / "ex"
+    out_dir.mkdir()
+    (out_dir / "report.md").write_text("old")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(explain_mod, "_report", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        main(["explain", str(run_dir), "--out", str(out_dir), "--top", "1", "--threshold", "0.5"])
+    assert (out_dir / "report.md").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ex"]
+
+
+def test_one_line_errors(run_dir, tmp_path, capsys):
+    code, _, err = run_cli(["explain", tmp_path / "nope"], capsys)
+    assert_user_error(code, err, "run directory not found")
+    mlp = tmp_path / "mlp-run"
+    shutil.copytree(run_dir, mlp, ignore=shutil.ignore_patterns("explain"))
+    cfg = (mlp / "config.yaml").read_text()
+    (mlp / "config.yaml").write_text(cfg.replace("function: kan", "function: mlp"))
+    code, _, err = run_cli(["explain", mlp], capsys)
+    assert_user_error(code, err, "MLP run", "KAN model")
+    code, _, err = run_cli(["explain", run_dir, "--top", "0"], capsys)
+    assert_user_error(code, err, "--top must be >= 1")
+    code, _, err = run_cli(["explain", run_dir, "--threshold", "-1"], capsys)
+    assert_user_error(code, err, "--threshold must be >= 0")
