@@ -194,6 +194,19 @@ class BSplineBasis(Basis):
         return out
 
     def layout(self, cols: slice, stride: int, first: int) -> SplineLayout:
+        """:meth:`_layout`, cached per grid (every layer call needs it; it changes only with the
+        grid, which :meth:`set_grid` and ``load_state_dict`` announce)."""
+        key = (cols.start, cols.stop, stride, first, self.lo.device, self.lo.dtype)
+        cache = self.__dict__.setdefault("_layouts", {})
+        if key not in cache:
+            cache[key] = self._layout(cols, stride, first)
+        return cache[key]
+
+    def _update_grid_ids(self) -> None:
+        super()._update_grid_ids()
+        self.__dict__.pop("_layouts", None)
+
+    def _layout(self, cols: slice, stride: int, first: int) -> SplineLayout:
         """Per-input constants for writing inputs ``cols`` into a row of features.
 
         Function ``i`` of input ``p`` goes to column ``p * stride + first + i``. Functions that do

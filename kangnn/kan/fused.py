@@ -77,12 +77,34 @@ def _distance(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> 
     return v.unsqueeze(1) - centres[:, None]
 
 
-def dense_values(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> Tensor:
+def dense_values(
+    x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int, terms: Tensor | None = None
+) -> Tensor:
     """``[N, num, P]`` B-spline values in the truncated-power form, by plain differentiable ops
     (what the fused kernel computes; also the layer's path under ``torch.compile``). Function
-    major: the inputs are the innermost, contiguous dimension, which the compiler vectorises."""
+    major: the inputs are the innermost, contiguous dimension, which the compiler vectorises.
+    ``terms`` is :func:`spline_terms` (default: the order's, as Python floats)."""
     s = _distance(x, shift, inv_h, num, order).abs()
-    return sum(c * torch.clamp(a - s, min=0) ** order for c, a in _terms_of(order))
+    return _truncated_powers(s, _terms_of(order) if terms is None else terms, order)
+
+
+def spline_terms(order: int, device: torch.device) -> Tensor:
+    """``[R, 2]`` (coefficient, offset) of the truncated powers of order ``order``, as a float64
+    tensor (traced code that checkpoints must get constants as inputs, not as Python floats;
+    0-d slices of it do not change the dtype of the tensors they multiply)."""
+    return torch.tensor(_terms_of(order), dtype=torch.float64, device=device)
+
+
+def _truncated_powers(s: Tensor, terms, power: int) -> Tensor:
+    """``sum_r c_r (a_r - s)_+^power`` over the ``(c_r, a_r)`` in ``terms`` (no float arguments
+    with defaults here: dynamo would track them as symbolic and fail to lift them into a
+    checkpointed region)."""
+    out = None
+    for r in range(len(terms)):
+        c, a = terms[r][0], terms[r][1]
+        term = c * torch.clamp(a - s, min=0) ** power
+        out = term if out is None else out + term
+    return out
 
 
 def dense_slopes(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) -> Tensor:
@@ -93,8 +115,7 @@ def dense_slopes(x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int) 
         # as the eager path does.
         return ((d >= -1) & (d < 0)).to(x.dtype) - ((d >= 0) & (d < 1)).to(x.dtype)
     s = d.abs()
-    dbds = sum(c * order * torch.clamp(a - s, min=0) ** (order - 1) for c, a in _terms_of(order))
-    return -torch.sign(d) * dbds
+    return -torch.sign(d) * order * _truncated_powers(s, _terms_of(order), order - 1)
 
 
 def _activation(x: Tensor, act: str) -> Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -88,6 +89,17 @@ def _plain_product(x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: st
     """The layer's output by plain ops (``weight`` input major, as :class:`_KANFunction`'s)."""
     wf = _function_major(weight, x.shape[1], basis.num_functions + 1)
     return _plain_features(x, basis, cols, act) @ wf.t()
+
+
+def _bspline_product(
+    order: int, num: int, act: str, x: Tensor, weight: Tensor, lo: Tensor, h: Tensor, terms
+) -> Tensor:
+    """:func:`_plain_product` of a B-spline layer from tensors alone (what the compiled path
+    checkpoints: its inputs must all be arguments)."""
+    inv_h = 1.0 / h
+    values = fused.dense_values(x, order - lo * inv_h, inv_h, num, order, terms)
+    feats = torch.cat([_ACTIVATIONS[act](x).unsqueeze(1), values], dim=1).flatten(1)
+    return feats @ _function_major(weight, x.shape[1], num + 1).t()
 
 
 def _activation_grad(x: Tensor, grad: Tensor, act: str) -> Tensor:
@@ -291,15 +303,14 @@ def _differentiable_grads(x, weight, basis, cols, act, grad_out, need_x, need_w)
     return (next(grads) if need_x else None), (next(grads) if need_w else None)
 
 
-@torch.compiler.disable
 def _kan_apply(x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
-    # Eager only: under torch.compile the layer takes the plain-op path (see KANLinear._run).
-    dtype = x.dtype
-    if torch.is_autocast_enabled(x.device.type) and x.dtype in (torch.float32, torch.float64):
-        # Mixed precision: the products in autocast's dtype, the basis in full precision.
-        dtype = torch.get_autocast_dtype(x.device.type)
-    elif x.dtype in (torch.float16, torch.bfloat16):
+    # Eager only: under torch.compile the layer takes the plain-op path (see KANLinear._evaluate).
+    if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()  # low-precision input: evaluate the basis in float32
+    if not torch.is_autocast_enabled(x.device.type):
+        return _KANFunction.apply(x, weight, basis, cols, act, x.dtype)
+    # Mixed precision: the products in autocast's dtype, the basis in full precision.
+    dtype = torch.get_autocast_dtype(x.device.type)
     with torch.autocast(x.device.type, enabled=False):
         return _KANFunction.apply(x, weight, basis, cols, act, dtype)
 
@@ -414,13 +425,16 @@ class KANLinear(nn.Module):
             # Plain ops the compiler fuses instead of an opaque autograd function: no graph
             # break, one generated kernel for the expansion. Checkpointed, so the expansion is
             # recomputed in backward rather than saved (the eager path's memory).
+            if not isinstance(self.basis, BSplineBasis):
+                return _plain_product(x2, weight, self.basis, cols, self.base_activation)
+            b = self.basis
             return checkpoint(
-                _plain_product,
+                functools.partial(_bspline_product, b.order, b.num_functions, self.base_activation),
                 x2,
                 weight,
-                self.basis,
-                cols,
-                self.base_activation,
+                b.lo[cols],
+                b.h[cols],
+                fused.spline_terms(b.order, x2.device),
                 use_reentrant=False,
             )
         return _kan_apply(x2, weight, self.basis, cols, self.base_activation)

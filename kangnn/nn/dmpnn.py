@@ -55,6 +55,15 @@ def reverse_edge_index(edge_index: Tensor, num_nodes: int | None = None) -> Tens
     if num_edges == 0:
         return torch.empty(0, dtype=torch.long, device=device)
     edge_index = edge_index.long()
+    if torch.compiler.is_compiling():
+        # No data-dependent branch inside a compiled graph: the paired layout is taken as
+        # given and checked on the device (an asynchronous assertion, no host sync).
+        if num_edges % 2:
+            raise ValueError("a compiled D-MPNN needs edges as (v -> w, w -> v) pairs")
+        first, second = edge_index[:, 0::2], edge_index[:, 1::2]
+        paired = (first == second.flip(0)).all()
+        torch._assert_async(paired, "D-MPNN: edges are not (v -> w, w -> v) pairs")
+        return torch.arange(num_edges, device=device).bitwise_xor(1)
     if num_edges % 2 == 0:
         first, second = edge_index[:, 0::2], edge_index[:, 1::2]
         if torch.equal(first, second.flip(0)):
