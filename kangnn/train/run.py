@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from kangnn.config import ConfigError, for_model, primary_metric, save_config, validate_config
 from kangnn.data import feature_dims, load_split, write_invalid_rows
 from kangnn.models import ParamMatch, match_mlp, model_kwargs
-from kangnn.train.callbacks import EpochTimer, PeakMemory
+from kangnn.train.callbacks import EpochTimer, GridFit, PeakMemory
 from kangnn.train.data import MoleculeDataModule, PreparedData, prepare_data
 from kangnn.train.environment import ENVIRONMENT_FILE, collect_environment
 from kangnn.train.metrics import make_metrics
@@ -151,15 +151,19 @@ def build_module(cfg: DictConfig, data: PreparedData, kwargs: dict[str, Any]) ->
     )
 
 
-def init_grids(module: MoleculeModule, data: PreparedData, max_molecules: int = 512) -> int:
-    """Fit the KAN grids to the first ``max_molecules`` training molecules (deterministic)."""
-    from torch_geometric.data import Batch
-
-    part = data.split["train"][:max_molecules]
-    if len(part) < 2:
-        return 0
-    batch = Batch.from_data_list([data.dataset[i] for i in part])
-    return module.model.init_grids(batch)
+def grid_fit_callback(cfg: DictConfig, data: PreparedData) -> GridFit:
+    """The KAN grid fit of a run (``model.grid_*`` keys): before training on a seeded sample of
+    training molecules (not again on resume), refreshed every ``grid_refresh_every`` epochs."""
+    m = cfg.model
+    return GridFit(
+        data.part("train"),
+        num_molecules=m.grid_fit_molecules,
+        seed=cfg.seed,
+        sample=m.grid_fit_sample,
+        initial=m.grid_init == "data",
+        refresh_every=m.grid_refresh_every,
+        refresh_until=m.grid_refresh_until,
+    )
 
 
 def _accelerator(cfg: DictConfig) -> str:
@@ -551,10 +555,8 @@ def train(
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, data, kwargs)
-    if old_dir is None and cfg.model.grid_init == "data":
-        init_grids(module, data)
-
     stage = _stage(cfg, old_dir, run_dir, module, data)
+    callbacks = [grid_fit_callback(cfg, data), *callbacks]
     return _fit(cfg, stage, data, module, match, old_dir, callbacks, log)
 
 
