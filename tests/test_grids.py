@@ -114,3 +114,16 @@ def test_kan_fit_grids_on_a_plain_stack():
     x = 4 * torch.randn(256, 3)
     assert fit_grids(model, lambda: model(x)) == 2
     assert model.layers[0].basis.lo.min() < -3
+
+
+def test_refit_on_a_small_discrete_sample_keeps_coefficients_bounded():
+    """Functions the sample hardly touches keep their coefficients (ridge towards the current
+    ones) instead of being blown up by a ridge to zero alone."""
+    torch.manual_seed(0)
+    layer = KANLinear(6, 4).double()
+    x = torch.randint(0, 3, (40, 6)).double() * 0.7 - 0.7  # three values per input
+    before = layer.spline_weight.detach().abs().max()
+    out = layer(x)
+    layer.update_grid(x)
+    assert layer.spline_weight.abs().max() < 5 * before
+    assert (layer(x) - out).abs().max() < 0.05 * out.abs().max()

@@ -293,7 +293,9 @@ def test_update_grid_rank_deficient_data_stays_finite():
     before = layer(x)
     layer.update_grid(x)
     assert torch.isfinite(layer.spline_weight).all()
-    torch.testing.assert_close(layer(x), before, atol=1e-6, rtol=0)
+    # The ridge towards the current coefficients costs a little exactness (about 1e-4).
+    torch.testing.assert_close(layer(x), before, atol=5e-4, rtol=0)
+    assert layer.spline_weight.abs().max() < 10 * layer.spline_weight.new_tensor(1.0)
     with pytest.raises(ValueError, match="at least one sample"):
         layer.update_grid(torch.zeros(0, 3))
 

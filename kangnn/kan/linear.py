@@ -518,17 +518,27 @@ class KANLinear(nn.Module):
     @torch.no_grad()
     def _fit_coefficients(self, x: Tensor, cols: slice, new_basis: Basis) -> Tensor:
         """Least-squares coefficients ``[out, P_cols, K']`` of ``new_basis`` (a basis of the
-        columns ``cols`` alone) that reproduce the current spline of those inputs on ``x``."""
+        columns ``cols`` alone) that reproduce the current spline of those inputs on ``x``.
+
+        Ridge-regularised, so the fit stays finite on rank-deficient data (a constant input).
+        When the number of functions is unchanged (a grid update) the ridge pulls towards the
+        current coefficients rather than towards zero: functions the data hardly touch keep
+        their values instead of being set by the ridge alone (which inflated them by 50-150x
+        on small samples); a grid refinement (``extend_grid``) keeps a tiny ridge to zero.
+        """
+        current = self.spline_weight[:, cols]  # [out, P, K]
         old = self.basis.expand(x, cols)  # [N, P, K]
-        target = torch.einsum("npk,qpk->pnq", old, self.spline_weight[:, cols])  # [P, N, out]
+        target = torch.einsum("npk,qpk->pnq", old, current)  # [P, N, out]
         A = new_basis.expand(x).permute(1, 0, 2)  # [P, N, K']
-        # Ridge-regularised normal equations: finite on rank-deficient data (e.g. a constant
-        # input), and the tiny ridge does not bias well-posed fits measurably.
         ata = A.transpose(1, 2).bmm(A).double()
-        ridge = 1e-8 * ata.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
+        anchored = current.shape[-1] == ata.shape[-1]
+        scale = 1e-3 if anchored else 1e-8
+        ridge = scale * ata.diagonal(dim1=1, dim2=2).mean(-1).clamp_min(1e-12)
         eye = torch.eye(ata.shape[-1], dtype=ata.dtype, device=x.device)
         ata = ata + ridge[:, None, None] * eye
         atb = A.transpose(1, 2).bmm(target).double()
+        if anchored:
+            atb = atb + ridge[:, None, None] * current.permute(1, 2, 0).double()
         coef = torch.linalg.solve(ata, atb)  # [P, K', out]
         return coef.permute(2, 0, 1).to(self.spline_weight)
 
