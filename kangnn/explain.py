@@ -42,12 +42,14 @@ from torch import Tensor, nn
 
 from kangnn.kan import KAN, KANLinear, auto_symbolic, fit_function, importance, prune
 from kangnn.kan.prune import edge_values, layer_inputs
-from kangnn.kan.symbolic import EdgeFit, SymbolicResult
+from kangnn.kan.symbolic import EdgeFit, SymbolicResult, _r2
 
 __all__ = ["ExplainResult", "explain_run"]
 
 REPORT_FILE = "report.md"
 FORMULAS_FILE = "formulas.json"
+#: Above this many edges the head's formula is fitted with lighter settings.
+LARGE_HEAD_EDGES = 2000
 #: The attribute holding a conv's update function, in the order they are looked for.
 UPDATE_FUNCTIONS = ("update_fn", "output_fn", "nn", "message_fn")
 
@@ -414,8 +416,25 @@ def explain_run(
     )
 
     x_active = g_train[:, active]
-    res = auto_symbolic(pruned, x_active, symbols=[names[i] for i in active])
+    w = pruned.widths
+    n_edges = sum(w[k] * w[k + 1] for k in range(len(w) - 1))
+    # A wide head has tens of thousands of edges: a lighter fit (one refined candidate per
+    # edge, 256 points) keeps it to about a minute.
+    big = n_edges > LARGE_HEAD_EDGES
+    res = auto_symbolic(
+        pruned,
+        x_active,
+        symbols=[names[i] for i in active],
+        refine=1 if big else 3,
+        max_points=256 if big else 512,
+    )
     val_formula = _evaluate_with_head(module, _FormulaHead(res, active), val_loader, metric)
+    g_val, _ = _collect(module, val_loader, [], max_rows=20000)
+    with torch.no_grad():
+        head_val = pruned(g_val[:, active]).double().numpy()
+    formula_val = res.evaluate(g_val[:, active])
+    finite = np.isfinite(formula_val).all(1)
+    formula_val_r2 = _r2(formula_val[finite], head_val[finite]) if finite.any() else math.nan
     formula = str(sympy.N(res.formula, 4))
     log(f"explain: head formula fitted ({'closed form' if res.is_closed_form else 'with splines'})")
 
@@ -468,6 +487,12 @@ def explain_run(
             "run_dir": str(run),
             "metric": metric,
             "val": {"original": val, "head_pruned": val_pruned, "head_formula": val_formula},
+            "formula_fit": {
+                "r2_train": res.fit_r2,
+                "r2_val": formula_val_r2,
+                "val_nonfinite": int((~finite).sum()),
+                "light_fit": big,
+            },
             "threshold": threshold,
             "head": {
                 "widths": list(head.widths),
@@ -580,8 +605,21 @@ def _report(
         "",
         "## Head formula",
         "",
-        f"R² against the pruned head on the training embeddings: {res.fit_r2:.4f}"
-        + (" (constants refitted jointly)." if res.refitted else "."),
+        f"R² against the pruned head: {res.fit_r2:.4f} on the training embeddings"
+        + (" (constants refitted jointly)" if res.refitted else "")
+        + f", {_fmt(doc['formula_fit']['r2_val'])} on the validation embeddings"
+        + (
+            f" (undefined on {doc['formula_fit']['val_nonfinite']} of {doc['val_molecules']} "
+            "molecules, whose embeddings leave a fitted function's domain)."
+            if doc["formula_fit"]["val_nonfinite"]
+            else "."
+        )
+        + (
+            f" The head has more than {LARGE_HEAD_EDGES} edges: one candidate per edge refined,"
+            " on 256 points."
+            if doc["formula_fit"]["light_fit"]
+            else ""
+        ),
         "",
     ]
     if res.is_closed_form:

@@ -156,7 +156,7 @@ PLANTED = {
     "x^3": (lambda x: (x + 0.1) ** 3, {"x^3"}),
     "x^4": (lambda x: 0.5 * (x - 0.1) ** 4 + 0.2, {"x^4"}),
     "1/x": (lambda x: 1 / (x + 1.5), {"1/x"}),
-    "sqrt": (lambda x: np.sqrt(x + 1.2), {"sqrt"}),
+    "sqrt": (lambda x: np.sqrt(x + 1.5), {"sqrt"}),
     "exp": (lambda x: np.exp(1.5 * x), {"exp"}),
     "log": (lambda x: np.log(x + 1.5), {"log"}),
     "sin": (lambda x: 2 * np.sin(3 * x + 0.5) - 1, {"sin"}),

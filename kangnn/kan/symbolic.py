@@ -9,15 +9,21 @@ Every edge function :math:`\phi(x)` of a :class:`~kangnn.kan.KAN` is fitted on t
    of a linear least-squares fit, whose R² is the squared correlation of ``f(b z + c)`` with the
    edge's values. A grid point whose argument leaves ``f``'s domain (``1/x`` within 0.05 std of
    its pole, ``sqrt`` below 0, ``log`` below 0.05 std) or gives a non-finite value at any data
-   point is rejected, so a fitted formula is finite over the data range.
-2. The ``refine`` best functions of each edge are refined from their grid optimum by ten
-   rounds of a 7 x 7 grid around the best point so far, a third as wide each round (``a, d``
-   stay closed-form; invalid points are rejected as before; ``|b|`` stays within the coarse
-   grid's scales, so ``sin`` or ``exp`` with a tiny ``b`` cannot pose as a polynomial).
+   point, or within half a standard deviation beyond the data's range, is rejected: a fitted
+   formula is finite over the data range and a little beyond it.
+2. The ``refine`` best functions of each edge (and any other that comes within ``r2_tol`` of
+   the best) are refined from their grid optimum by eight rounds of a 7 x 7 grid around the best
+   point so far, a third as wide each round (``a, d`` stay closed-form; invalid points are
+   rejected as before; ``|b|`` stays within the coarse grid's scales, so ``sin`` or ``exp``
+   with a tiny ``b`` cannot pose as a polynomial).
 3. The simplest function whose R² is within ``r2_tol`` of the best one is chosen (complexity as
    in :data:`LIBRARY`). An edge whose best R² is below ``r2_threshold`` stays a spline; an edge
    whose :func:`~kangnn.kan.importance` score is below ``zero_threshold`` (or that is constant on
    the data) becomes its mean, the function ``0``.
+4. With ``refit`` the constants of all fitted edges are refitted jointly (L-BFGS in float64,
+   spline edges held as they are) so that the composed formula matches the KAN's output on the
+   data: per-edge errors compound through the layers otherwise. The refit is kept only if it
+   lowers the error and keeps every argument inside its function's domain.
 
 The edge formulas are then composed through the layers in sympy. When every edge is symbolic the
 result is a closed form; otherwise each spline edge appears as an undefined sympy function
@@ -165,14 +171,26 @@ def _grid(f: SymbolicFunction) -> tuple[np.ndarray, np.ndarray]:
     return bb.ravel(), (-bb * mm).ravel()
 
 
-def _values(f: SymbolicFunction, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``f(u)`` and whether each row of ``u`` (``[G, N]``) is valid at every point."""
+def _values(
+    f: SymbolicFunction, u: np.ndarray, n: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``f(u)`` at the first ``n`` points (default all) of each row of ``u`` (``[..., N]``), and
+    whether the row is valid at every point (the points after ``n`` are checked only)."""
     with np.errstate(all="ignore"):
         v = f.numpy(u)
         ok = np.isfinite(v).all(-1)
         if f.domain is not None:
             ok &= f.domain(u).all(-1)
-    return v, ok
+    return (v if n is None else v[..., :n]), ok
+
+
+def _with_margin(z: np.ndarray) -> np.ndarray:
+    """``z`` followed by points up to ``_MARGIN`` beyond its range on each side, where a fit
+    must be valid as well: held-out data a little beyond the training range stay finite."""
+    lo, hi = float(z.min()), float(z.max())
+    left = np.linspace(lo - _MARGIN, lo, 5)[:-1]
+    right = np.linspace(hi, hi + _MARGIN, 5)[1:]
+    return np.concatenate([z, left, right])
 
 
 def _corr2(v: np.ndarray, ok: np.ndarray, yn: np.ndarray) -> np.ndarray:
@@ -208,8 +226,11 @@ def _refine(
     free_c = f.shift != "none"
     q = np.arange(yn.shape[1])
 
+    n = yn.shape[0]
+    zm = _with_margin(z)
+
     def r2_of(bb: np.ndarray, cc: np.ndarray) -> np.ndarray:  # [Q, G] -> [Q, G]
-        v, ok = _values(f, bb[..., None] * z + cc[..., None])
+        v, ok = _values(f, bb[..., None] * zm + cc[..., None], n)
         vc = v - v.mean(-1, keepdims=True)
         norm = np.sqrt((vc * vc).sum(-1))
         ok &= norm > 1e-12 * (1.0 + np.abs(v).max(-1))
@@ -249,7 +270,9 @@ def _refine(
     return b, c, best
 
 
-_ZOOMS = 10
+_ZOOMS = 8
+# Half a standard deviation: see _with_margin.
+_MARGIN = 0.5
 
 
 @dataclass
@@ -456,10 +479,11 @@ def _fit_input(
     yn = yc / np.where((ynorm := np.sqrt((yc * yc).sum(0))) > 0, ynorm, 1.0)
     names = [n for n in lib if n != "0"]
     coarse = {}  # name -> (best b [Q], best c [Q], R² [Q])
+    zm = _with_margin(z)
     for n in names:
         f = lib[n]
         b, c = _grid(f)
-        v, ok = _values(f, b[:, None] * z[None] + c[:, None])
+        v, ok = _values(f, b[:, None] * zm[None] + c[:, None], z.size)
         r2 = _corr2(v, ok, yn)
         k = r2.argmax(0)
         coarse[n] = (b[k], c[k], r2[k, np.arange(Y.shape[1])])
@@ -629,6 +653,18 @@ def _spline_layers(
     return out
 
 
+def _valid_args(f: SymbolicFunction, u: Tensor) -> bool:
+    """Whether every column of arguments ``u`` ``[N, E]`` is in ``f``'s domain on the data and
+    over its range widened by 15% on each side (zero included when it lies inside)."""
+    lo, hi = u.min(0).values, u.max(0).values
+    pad = 0.15 * (hi - lo)
+    t = torch.linspace(0, 1, 65, dtype=u.dtype)[:, None]
+    sweep = (lo - pad) + t * (hi - lo + 2 * pad)
+    inside = ((lo - pad) < 0) & (hi + pad > 0)
+    pts = torch.cat([u, sweep, torch.where(inside, 0.0, lo)[None]]).cpu().numpy()
+    return bool(np.all(f.domain(pts)))
+
+
 def _compose_torch(
     groups: list[dict[str, list[int]]],
     params: list[list[Tensor]],
@@ -659,9 +695,8 @@ def _compose_torch(
             i, j = idx % P, idx // P
             f = lib[name]
             u = b[idx] * h[:, i] + c[idx]
-            if check and f.domain is not None:
-                if not bool(np.all(f.domain(u.detach().cpu().numpy()))):
-                    return None
+            if check and f.domain is not None and not _valid_args(f, u.detach()):
+                return None
             out = out.index_add(1, j, a[idx] * f.torch(u) + d[idx])
         h = out
     if check and not bool(torch.isfinite(h).all()):
