@@ -41,6 +41,7 @@ READOUTS = ("sum", "mean", "max")
 NORMS = ("batch", "layer", "none")
 SPLITS = ("scaffold", "balanced_scaffold", "random", "column")
 TASKS = ("regression", "classification")
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 AGGRS = ("sum", "mean", "max", "min")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "cosine", "exponential")
@@ -107,6 +108,8 @@ class ModelConfig:
         None  # hidden width inside each MLP function; null = match params
     )
     match_tolerance: float = 0.05  # max relative parameter difference MLP vs KAN
+    # torch.compile the whole model (dynamic shapes; one-off compile time; KAN and MLP alike)
+    compile: bool = False
 
 
 @dataclass
@@ -134,6 +137,7 @@ class TrainConfig:
     num_workers: int = 0
     threads: int | None = None  # intra-op CPU threads (torch.set_num_threads); null = default
     deterministic: bool = True
+    precision: str = "32"  # Lightning's: 32 | bf16-mixed | 16-mixed (KAN layers autocast-aware)
     progress_bar: bool = True
     resume: bool = False  # continue the latest run of this experiment from its last.ckpt
 
@@ -445,6 +449,7 @@ def validate_config(cfg: DictConfig) -> None:
     _validate_tune(cfg)
     _validate_chemprop(cfg)
     _choice(t.accelerator, "train.accelerator", ("cpu", "gpu", "cuda", "auto", "mps"))
+    _choice(str(t.precision), "train.precision", PRECISIONS)
     _positive(cfg.compare.seeds, "compare.seeds")
     if isinstance(t.devices, (DictConfig,)):
         raise ConfigError("bad value for config key 'train.devices': expected int, str or list")

@@ -51,6 +51,9 @@ class MoleculeModule(L.LightningModule):
         The per-step schedule (:func:`kangnn.train.optim.lr_factor`): a linear warm-up over
         ``warmup_epochs`` from ``min_lr_ratio * lr`` to ``lr``, then ``"none"`` (constant),
         ``"cosine"`` or ``"exponential"`` decay to ``min_lr_ratio * lr`` at the last epoch.
+    compile:
+        Run the model through ``torch.compile`` (dynamic shapes, zero graph breaks for every
+        conv); the parameters and state dict are the plain model's.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class MoleculeModule(L.LightningModule):
         scheduler: str = "none",
         warmup_epochs: float = 0.0,
         min_lr_ratio: float = 0.01,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -84,14 +88,21 @@ class MoleculeModule(L.LightningModule):
         self.register_buffer("target_std", std.float())
         self.val_metrics = make_metrics(task, num_tasks)
         self.test_metrics = make_metrics(task, num_tasks)
+        # The compiled model shares the parameters; kept off the module tree so state dicts
+        # and checkpoints are those of the plain model.
+        compiled = torch.compile(self.model, dynamic=True) if compile else None
+        object.__setattr__(self, "_compiled", compiled)
+
+    def _net(self, batch: Any) -> Tensor:
+        return (self.model if self._compiled is None else self._compiled)(batch)
 
     def forward(self, batch: Any) -> Tensor:
         """Raw model outputs (standardised units or logits)."""
-        return self.model(batch)
+        return self._net(batch)
 
     def predict_batch(self, batch: Any) -> Tensor:
         """Predictions in the original units (regression) or probabilities (classification)."""
-        out = self.model(batch)
+        out = self._net(batch)
         if self.task == "regression":
             return out * self.target_std + self.target_mean
         return torch.sigmoid(out)
@@ -100,7 +111,7 @@ class MoleculeModule(L.LightningModule):
         return batch.y.view(batch.num_graphs, -1).float()
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        out = self.model(batch)
+        out = self._net(batch)
         y = self._target(batch)
         if self.task == "regression":
             y = (y - self.target_mean) / self.target_std
@@ -118,7 +129,7 @@ class MoleculeModule(L.LightningModule):
         return loss
 
     def _eval_step(self, batch: Any, metrics: Any) -> None:
-        out = self.model(batch)
+        out = self._net(batch)
         y = self._target(batch)
         if self.task == "regression":
             metrics.update(out * self.target_std + self.target_mean, y)

@@ -148,6 +148,7 @@ def build_module(cfg: DictConfig, data: PreparedData, kwargs: dict[str, Any]) ->
         scheduler=cfg.train.scheduler,
         warmup_epochs=cfg.train.warmup_epochs,
         min_lr_ratio=cfg.train.min_lr_ratio,
+        compile=cfg.model.compile,
     )
 
 
@@ -217,6 +218,7 @@ def _trainer(
             num_sanity_val_steps=0,
             log_every_n_steps=1,
             gradient_clip_val=cfg.train.grad_clip,
+            precision=str(cfg.train.precision),
             gradient_clip_algorithm=cfg.train.grad_clip_algorithm,
             default_root_dir=str(run_dir),
         )
