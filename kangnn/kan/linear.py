@@ -26,10 +26,10 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-# On CPU the layer runs in row blocks whose expansion is about this many values (2 MiB in float32):
-# the block stays in cache between being built and being multiplied, and the allocator reuses it
-# instead of mapping fresh pages for an N x P(K+1) matrix on every call.
-_BLOCK = 1 << 20
+# On CPU the layer runs in row blocks whose expansion is about this many values (8 MiB in float32):
+# large batches never hold a whole N x P(K+1) expansion, while a molecule batch (a few thousand
+# rows) is one block, whose expansion the backward can then reuse (see _SAVE_LIMIT).
+_BLOCK = 1 << 21
 
 
 def _row_blocks(x: Tensor, width: int) -> list[slice]:
