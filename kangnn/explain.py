@@ -15,7 +15,10 @@ For a finished KAN run, :func:`explain_run`
 4. fits the pruned head with :func:`kangnn.kan.auto_symbolic` on the training inputs: its
    formula in the graph-embedding dimensions ``g_<k>``, and per layer the edges that are
    constant, near-linear, fitted by which library function or kept as splines (the model with
-   the formula as its head is evaluated on validation too);
+   the formula as its head is evaluated on validation too). The library is the default one
+   without ``1/x``, ``sqrt`` and ``log`` (:data:`EXPLAIN_LIBRARY`): validation embeddings can
+   lie beyond the training range, where those may be undefined. A head with more than
+   :data:`LARGE_HEAD_EDGES` edges is fitted with one refined candidate per edge on 256 rows;
 5. plots the most important edge functions of the head and of each conv function with their
    library fit overlaid.
 
@@ -40,7 +43,7 @@ import sympy
 import torch
 from torch import Tensor, nn
 
-from kangnn.kan import KAN, KANLinear, auto_symbolic, fit_function, importance, prune
+from kangnn.kan import KAN, LIBRARY, KANLinear, auto_symbolic, fit_function, importance, prune
 from kangnn.kan.prune import edge_values, layer_inputs
 from kangnn.kan.symbolic import EdgeFit, SymbolicResult, _r2
 
@@ -48,6 +51,9 @@ __all__ = ["ExplainResult", "explain_run"]
 
 REPORT_FILE = "report.md"
 FORMULAS_FILE = "formulas.json"
+#: The library for the head's formula: the default one without the functions of a restricted
+#: domain (1/x, sqrt, log), which validation molecules beyond the training range can leave.
+EXPLAIN_LIBRARY = tuple(n for n in LIBRARY if n not in ("1/x", "sqrt", "log"))
 #: Above this many edges the head's formula is fitted with lighter settings.
 LARGE_HEAD_EDGES = 2000
 #: The attribute holding a conv's update function, in the order they are looked for.
@@ -424,6 +430,7 @@ def explain_run(
     res = auto_symbolic(
         pruned,
         x_active,
+        library=EXPLAIN_LIBRARY,
         symbols=[names[i] for i in active],
         refine=1 if big else 3,
         max_points=256 if big else 512,

@@ -216,7 +216,9 @@ def test_spline_edges_compose_to_exactly_the_model():
     }
     with torch.no_grad():
         expected = kan(x).numpy()
+    # Both the layer-by-layer evaluation and the lambdified sympy formula are the model.
     np.testing.assert_allclose(res.evaluate(x), expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(res.evaluate(x, via_sympy=True), expected, rtol=1e-9, atol=1e-9)
     summary = res.summary()
     assert [s["spline"] for s in summary] == [6, 3]
     json.dumps(res.to_dict())
@@ -257,6 +259,7 @@ def test_sin_plus_square_with_kan_2_1():
         model = kan(xt).numpy()[:, 0]
     a, b = xt.double().numpy().T
     assert r2(f(a, b), model) > 0.999
+    np.testing.assert_allclose(res.evaluate(xt), res.evaluate(xt, via_sympy=True), rtol=1e-9)
     parsed = sympy.sympify(str(res.formula), locals={"x_1": x1, "x_2": x2})
     g = sympy.lambdify((x1, x2), parsed, "numpy")
     np.testing.assert_allclose(g(a, b), res.evaluate(xt)[:, 0], rtol=1e-12, atol=1e-12)

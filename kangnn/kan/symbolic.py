@@ -381,6 +381,8 @@ class SymbolicResult:
     _spline_fns: dict[str, Callable[[np.ndarray], np.ndarray]] = field(
         default_factory=dict, repr=False
     )
+    _fast: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False)
+    _lambdified: Callable[..., Any] | None = field(default=None, repr=False)
 
     @property
     def formula(self) -> Any:
@@ -411,12 +413,18 @@ class SymbolicResult:
 
     def lambdify(self) -> Callable[..., Any]:
         """``sympy.lambdify`` of the formulas (numpy), spline edges evaluated by the KAN."""
-        return sympy.lambdify(self.symbols, self.formulas, modules=[self._spline_fns, "numpy"])
+        if self._lambdified is None:
+            modules = [self._spline_fns, "numpy"]
+            self._lambdified = sympy.lambdify(self.symbols, self.formulas, modules=modules)
+        return self._lambdified
 
-    def evaluate(self, x: np.ndarray | Tensor) -> np.ndarray:
+    def evaluate(self, x: np.ndarray | Tensor, via_sympy: bool = False) -> np.ndarray:
         """The formulas at the rows of ``x`` ``[N, n]`` (columns as :attr:`symbols`): ``[N, out]``.
 
-        ``x`` has the KAN's input columns (for a pruned KAN: its kept inputs only).
+        ``x`` has the KAN's input columns (for a pruned KAN: its kept inputs only). The edges
+        are evaluated layer by layer in float64 (spline edges by the KAN's own layers), which
+        is the formula and much faster than its lambdified sympy expression for a large KAN;
+        ``via_sympy=True`` evaluates :meth:`lambdify` instead (the same values).
         """
         if isinstance(x, Tensor):
             x = x.detach().cpu().double().numpy()
@@ -425,6 +433,8 @@ class SymbolicResult:
             raise ValueError(
                 f"expected inputs of shape [N, {len(self.symbols)}], got {tuple(x.shape)}"
             )
+        if self._fast is not None and not via_sympy:
+            return self._fast(x)
         values = self.lambdify()(*x.T)
         return np.stack(
             [np.broadcast_to(np.asarray(v, dtype=np.float64), x.shape[:1]) for v in values], 1
@@ -704,6 +714,33 @@ def _compose_torch(
     return h
 
 
+def _edge_params(edges: list[list[EdgeFit]]) -> list[list[Tensor]]:
+    """Per layer, the ``a, b, c, d`` of its edges as four float64 tensors (output-major)."""
+    return [
+        list(torch.tensor([[e.a, e.b, e.c, e.d] for e in fits], dtype=torch.float64).t())
+        for fits in edges
+    ]
+
+
+def _fast_evaluator(
+    edges: list[list[EdgeFit]], layers: list[KANLinear], lib: Mapping[str, SymbolicFunction]
+) -> Callable[[np.ndarray], np.ndarray] | None:
+    """The formula as a numpy function by :func:`_compose_torch` (``None`` if a library
+    function has no torch form)."""
+    groups = [_edge_groups(fits) for fits in edges]
+    if any(lib[n].torch is None for g in groups for n in g if n != "spline"):
+        return None
+    params = _edge_params(edges)
+    splines = _spline_layers(layers, groups)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            xt = torch.as_tensor(x, dtype=torch.float64)
+            return _compose_torch(groups, params, lib, xt, splines).numpy()
+
+    return run
+
+
 def _refit(
     edges: list[list[EdgeFit]],
     layers: list[KANLinear],
@@ -722,8 +759,7 @@ def _refit(
     if not any(e.kind in ("linear", "symbolic") for fits in edges for e in fits):
         return False  # only splines and constants: nothing to refit
     params, masks = [], []
-    for fits in edges:
-        vals = torch.tensor([[e.a, e.b, e.c, e.d] for e in fits], dtype=torch.float64).t()
+    for fits, vals in zip(edges, _edge_params(edges), strict=True):
         free_b = [e.kind != "spline" and lib[e.name].scale in ("pos", "signed") for e in fits]
         free_c = [e.kind != "spline" and lib[e.name].shift != "none" for e in fits]
         free_ad = [e.kind != "spline" for e in fits]
@@ -923,7 +959,12 @@ def auto_symbolic(
     if simplify:
         nodes = [_simplify(e, syms, xs.cpu().numpy(), max_ops=60) for e in nodes]
     result = SymbolicResult(
-        formulas=nodes, symbols=syms, edges=edges, refitted=refitted, _spline_fns=spline_fns
+        formulas=nodes,
+        symbols=syms,
+        edges=edges,
+        refitted=refitted,
+        _spline_fns=spline_fns,
+        _fast=_fast_evaluator(edges, layers, lib),
     )
     result.fit_r2 = _r2(result.evaluate(xs), target.cpu().numpy())
     return result
