@@ -126,6 +126,32 @@ def test_prune_drops_constant_input_and_unit_and_keeps_the_function():
     assert same.widths == [3, 4, 1] and same.max_deviation == 0.0
 
 
+def test_sparsity_loss_is_pykans_regulariser():
+    torch.manual_seed(4)
+    kan = KAN([3, 2, 1]).double()
+    x = torch.rand(200, 3, dtype=torch.float64) * 2 - 1
+    loss = sparsity_loss(kan, x, l1=1.0, entropy=2.0)
+    expected = 0.0
+    with torch.no_grad():
+        h = x
+        for layer in kan.layers:
+            # The edges through the layer's own partial() of one column, where sparsity_loss
+            # expands the basis itself.
+            s = torch.stack(
+                [layer.partial(h[:, p : p + 1], p).abs().mean(0) for p in range(h.shape[1])], 1
+            )
+            ent = 0.0
+            for dim in (1, 0):
+                q = s / (s.sum(dim, keepdim=True) + 1)
+                ent -= (q * torch.log2(q + 1e-4)).sum(dim).mean()
+            expected += s.sum() + 2.0 * ent
+            h = layer(h)
+    assert float(loss) == pytest.approx(float(expected), rel=1e-9)
+    loss.backward()
+    for layer in kan.layers:
+        assert layer.base_weight.grad.abs().sum() > 0 and layer.spline_weight.grad.abs().sum() > 0
+
+
 def test_bad_arguments_are_clear():
     kan = KAN([3, 2])
     with pytest.raises(ValueError, match=r"shape \[N, 3\]"):
