@@ -123,7 +123,9 @@ def _parser() -> argparse.ArgumentParser:
         "writes report.md, formulas.json and PNGs into RUN_DIR/explain (or --out).",
     )
     xp.add_argument("run_dir", metavar="RUN_DIR")
-    xp.add_argument("--out", help="report folder (default: RUN_DIR/explain; replaced)")
+    xp.add_argument(
+        "--out", help="report folder (default: RUN_DIR/explain; an earlier report is replaced)"
+    )
     xp.add_argument(
         "--threshold", type=float, default=1e-2, help="prune scores below this (default 0.01)"
     )

@@ -328,6 +328,11 @@ def _json_safe(obj: Any) -> Any:
     return obj
 
 
+def _is_report_dir(path: Path) -> bool:
+    """Whether ``path`` may be replaced: an empty folder or an earlier report."""
+    return path.is_dir() and (not any(path.iterdir()) or (path / REPORT_FILE).is_file())
+
+
 def _replace_dir(tmp: Path, out: Path) -> None:
     """Move the finished ``tmp`` to ``out``, replacing an older ``out`` (never half-written)."""
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -353,7 +358,8 @@ def explain_run(
     run_dir:
         A finished ``kangnn train`` run of a KAN model.
     out_dir:
-        Where the report goes (default ``RUN_DIR/explain``); replaced if it exists.
+        Where the report goes (default ``RUN_DIR/explain``). An existing folder is replaced
+        only if it is empty or holds an earlier report (a ``report.md``).
     threshold:
         Importance score below which the head's inputs and hidden units are pruned.
     top:
@@ -368,7 +374,8 @@ def explain_run(
     Raises
     ------
     RunDirError, CheckpointError
-        A missing or incomplete run directory, or an MLP run (nothing to explain).
+        A missing or incomplete run directory, an MLP run (nothing to explain), or an
+        ``out_dir`` that exists and is not a report.
     kangnn.data.DataError
         The run's data cannot be loaded (moved: give ``data_root``).
     ValueError
@@ -397,6 +404,10 @@ def explain_run(
     if data_root is not None:
         cfg.dataset.root = data_root
     out = Path(out_dir) if out_dir is not None else run / "explain"
+    if out.exists() and not _is_report_dir(out):
+        raise RunDirError(
+            f"{out} exists and is not an explain report (no {REPORT_FILE}): not replacing it"
+        )
     t0 = time.perf_counter()
 
     data = prepare_data(cfg, load_split(run / SPLITS_FILE))

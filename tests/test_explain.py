@@ -95,6 +95,7 @@ def test_explain_writes_the_report(run_dir, capsys):
 def test_pruning_threshold_and_replacing_an_old_report(run_dir, tmp_path, capsys):
     out_dir = tmp_path / "ex"
     out_dir.mkdir()
+    (out_dir / "report.md").write_text("old")
     (out_dir / "stale.txt").write_text("old")
     code, out, err = run_cli(
         ["explain", run_dir, "--out", out_dir, "--threshold", "0.3", "--top", "2"], capsys
@@ -133,6 +134,12 @@ def test_one_line_errors(run_dir, tmp_path, capsys):
     (mlp / "config.yaml").write_text(cfg.replace("function: kan", "function: mlp"))
     code, _, err = run_cli(["explain", mlp], capsys)
     assert_user_error(code, err, "MLP run", "KAN model")
+    other = tmp_path / "notes"
+    other.mkdir()
+    (other / "mine.txt").write_text("keep")
+    code, _, err = run_cli(["explain", run_dir, "--out", other], capsys)
+    assert_user_error(code, err, "is not an explain report", "not replacing")
+    assert (other / "mine.txt").read_text() == "keep"
     code, _, err = run_cli(["explain", run_dir, "--top", "0"], capsys)
     assert_user_error(code, err, "--top must be >= 1")
     code, _, err = run_cli(["explain", run_dir, "--threshold", "-1"], capsys)
