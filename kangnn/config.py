@@ -17,6 +17,11 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+# The models and the function kinds are named where they are defined; the config only checks
+# against those names. (``import kangnn`` loads both modules already, so this costs nothing.)
+from kangnn.models.gnn import CONV_REGISTRY
+from kangnn.nn.functions import FUNCTIONS
+
 __all__ = [
     "CONVS",
     "ChempropConfig",
@@ -35,8 +40,7 @@ __all__ = [
     "validate_config",
 ]
 
-CONVS = ("gin", "gine", "mpnn", "gated", "dmpnn")
-FUNCTIONS = ("kan", "mlp")
+CONVS = tuple(CONV_REGISTRY)
 READOUTS = ("sum", "mean", "max")
 NORMS = ("batch", "layer", "none")
 SPLITS = ("scaffold", "balanced_scaffold", "random", "column")

@@ -6,16 +6,16 @@ noisy machine slows them alike and the ratios stay meaningful.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor
+
+from kangnn.files import atomic_write_json
 
 
 def _sync(device: torch.device) -> None:
@@ -102,23 +102,13 @@ def machine() -> dict[str, object]:
     return info
 
 
-def write_json(path: str | Path, payload: dict) -> Path:
-    """Write ``payload`` as JSON atomically (temporary file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-    return path
-
-
 def report(benchmark: str, title: str, rows: list[dict], columns, args) -> dict:
     """Print ``title`` and the table of ``rows``; write them with the settings and machine as JSON
     to ``args.out``."""
     print(title)
     print(format_table(rows, columns))
     payload = {"benchmark": benchmark, "config": vars(args), "machine": machine(), "rows": rows}
-    print(f"wrote {write_json(args.out, payload)}")
+    print(f"wrote {atomic_write_json(args.out, payload)}")
     return payload
 
 

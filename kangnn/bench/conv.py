@@ -48,8 +48,8 @@ from kangnn.bench.common import (
     machine,
     peak_memory,
     time_interleaved,
-    write_json,
 )
+from kangnn.files import atomic_write_json
 from kangnn.nn import KANGatedConv, KANMPNNConv, get_scatter_backend
 from kangnn.utils import count_parameters, match_width
 
@@ -395,7 +395,7 @@ def run(argv: list[str] | None = None) -> dict:
         "ratios": summary,
         "wall_s": time.perf_counter() - start,
     }
-    path = write_json(args.out, payload)
+    path = atomic_write_json(args.out, payload)
     print(f"\nwrote {path} ({payload['wall_s']:.0f} s, {payload['threads']} threads)")
     return payload
 

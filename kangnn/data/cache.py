@@ -15,7 +15,7 @@ import rdkit
 import torch
 from torch_geometric.data import Data
 
-from kangnn.data.io import atomic_write
+from kangnn.files import atomic_write
 
 __all__ = ["CACHE_VERSION", "cache_key", "compact", "expand", "load_cache", "save_cache"]
 

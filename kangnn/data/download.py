@@ -11,8 +11,8 @@ from pathlib import Path
 from torch_geometric.data import download_url, extract_gz
 
 from kangnn.data.errors import DataError
-from kangnn.data.io import make_dirs
 from kangnn.data.registry import DatasetInfo
+from kangnn.files import make_dirs
 
 __all__ = ["download_raw"]
 

@@ -1,20 +1,19 @@
 """File helpers for the data layer: a strict CSV reader with line numbers, and atomic writes.
 
-Atomic writes go to a temporary file in the destination folder and are moved into place with
-``os.replace``, so an interrupted or failed run never leaves a half-written file behind.
+The atomic writes are :mod:`kangnn.files`' (re-exported here): a temporary file in the
+destination folder moved into place with ``os.replace``, so an interrupted or failed run never
+leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
 import csv
-import json
-import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
 from kangnn.data.errors import DataError
+from kangnn.files import atomic_write, atomic_write_json, make_dirs, remove_dirs
 
 __all__ = [
     "CsvTable",
@@ -159,77 +158,6 @@ def read_csv(path: str | Path) -> CsvTable:
         handle.close()
         raise
     return CsvTable(p, header, handle, reader, header_line=reader.line_num)
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file atomically.
-
-    Parameters
-    ----------
-    path : str or Path
-        Destination; its parent folder is created if needed.
-    write : callable
-        Called with a binary file object to fill.
-
-    Returns
-    -------
-    Path
-        The destination.
-    """
-    dest = Path(path)
-    created = make_dirs(dest.parent)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f)
-                f.flush()
-                os.fsync(f.fileno())
-            # mkstemp creates 0600 files; give the result the usual permissions instead.
-            os.chmod(tmp, 0o666 & ~_umask())
-            os.replace(tmp, dest)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
-    except BaseException:
-        remove_dirs(created)
-        raise
-    return dest
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def make_dirs(folder: Path) -> list[Path]:
-    """Create ``folder`` and missing parents; return the folders created, deepest last."""
-    missing: list[Path] = []
-    p = folder
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    return missing[::-1]
-
-
-def remove_dirs(created: list[Path]) -> None:
-    """Remove folders made by :func:`make_dirs` if they are still empty (deepest first)."""
-    for d in reversed(created):
-        try:
-            d.rmdir()
-        except OSError:
-            break
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON, atomically (see :func:`atomic_write`)."""
-    text = json.dumps(obj, indent=1) + "\n"
-    return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def write_invalid_rows(rows: list[dict[str, Any]], path: str | Path) -> Path:

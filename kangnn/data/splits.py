@@ -43,7 +43,7 @@ from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from kangnn.data.errors import DataError
 from kangnn.data.featurize import mol_from_smiles
-from kangnn.data.io import atomic_write_json
+from kangnn.files import atomic_write_json
 
 __all__ = ["PARTS", "SPLIT_METHODS", "load_split", "make_split", "save_split", "scaffold"]
 
@@ -276,7 +276,7 @@ def save_split(
         obj["n"] = int(n)
     if meta:
         obj["meta"] = meta
-    return atomic_write_json(path, obj)
+    return atomic_write_json(path, obj, indent=1)
 
 
 def load_split(path: str | Path, n: int | None = None) -> dict[str, list[int]]:

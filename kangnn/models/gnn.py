@@ -17,7 +17,7 @@ from kangnn.nn import (
     KANMPNNConv,
     build_function,
 )
-from kangnn.nn.functions import regularization_loss
+from kangnn.nn.functions import FUNCTIONS, KAN_OPTIONS, regularization_loss
 
 __all__ = ["CONV_REGISTRY", "READOUTS", "FeatureEncoder", "MoleculeGNN"]
 
@@ -32,8 +32,6 @@ CONV_REGISTRY: dict[str, type[nn.Module]] = {
 #: Convs that use bond features.
 EDGE_CONVS = frozenset({"gine", "mpnn", "gated", "dmpnn"})
 READOUTS = {"sum": global_add_pool, "mean": global_mean_pool, "max": global_max_pool}
-#: Options that only a KAN function takes.
-KAN_OPTIONS = ("grid_size", "spline_order", "basis", "grid_range", "layer_norm")
 
 
 class FeatureEncoder(nn.Module):
@@ -158,8 +156,8 @@ class MoleculeGNN(nn.Module):
             raise ValueError(f"unknown conv {conv!r}; valid: {', '.join(CONV_REGISTRY)}")
         if readout not in READOUTS:
             raise ValueError(f"unknown readout {readout!r}; valid: {', '.join(READOUTS)}")
-        if function not in ("kan", "mlp"):
-            raise ValueError(f"unknown function {function!r}; valid: kan, mlp")
+        if function not in FUNCTIONS:
+            raise ValueError(f"unknown function {function!r}; valid: {', '.join(FUNCTIONS)}")
         unknown = sorted(set(kan_options) - set(KAN_OPTIONS))
         if unknown:
             raise ValueError(

@@ -32,20 +32,13 @@ from torch_geometric.nn.resolver import activation_resolver
 from kangnn.kan import KAN
 from kangnn.kan.linear import input_columns
 
+#: The kinds of learnable function a layer can use (the config key ``model.function``).
 FUNCTIONS = ("kan", "mlp")
 
-#: Keyword arguments that only a KAN understands.
-KAN_ONLY_KWARGS = frozenset(
-    {
-        "basis",
-        "grid_size",
-        "spline_order",
-        "grid_range",
-        "base_activation",
-        "spline_scale",
-        "layer_norm",
-    }
-)
+#: The KAN options a :class:`~kangnn.models.MoleculeGNN` passes on to its KAN functions.
+KAN_OPTIONS = ("grid_size", "spline_order", "basis", "grid_range", "layer_norm")
+#: Keyword arguments that only a KAN understands (an MLP function rejects them).
+KAN_ONLY_KWARGS = frozenset({*KAN_OPTIONS, "base_activation", "spline_scale"})
 
 
 class KANFunction(KAN):

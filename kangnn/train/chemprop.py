@@ -51,6 +51,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kangnn.config import ConfigError, apply_overrides, primary_metric, save_config
 from kangnn.data import DataError, load_split
+from kangnn.files import atomic_write_json, make_dirs
 from kangnn.train.metrics import make_metrics
 from kangnn.train.rundir import (
     CONFIG_FILE,
@@ -60,10 +61,8 @@ from kangnn.train.rundir import (
     RunDirError,
     drop_if_empty,
     load_run_config,
-    make_dirs,
     remove_tree,
     staging_dir,
-    write_json,
 )
 
 __all__ = [
@@ -340,7 +339,7 @@ def train_chemprop(
     created = make_dirs(staging)
     try:
         save_config(cfg, staging / CONFIG_FILE)
-        write_json(staging / SPLITS_FILE, {**part, "n": len(smiles)})
+        atomic_write_json(staging / SPLITS_FILE, {**part, "n": len(smiles)})
         featurizer = _featurizer(cp, s.atom_features)
         sets = {
             k: cp.data.MoleculeDataset(_datapoints(cp, smiles, y, v), featurizer)
@@ -444,8 +443,8 @@ def train_chemprop(
             "chemprop_version": cp.__version__,
             "chemprop_selection": {"monitor": monitor, "mode": mode, "best": best_score},
         }
-        write_json(staging / METRICS_FILE, out)
-        write_json(staging / ENVIRONMENT_FILE, collect_environment(cfg, data, device))
+        atomic_write_json(staging / METRICS_FILE, out)
+        atomic_write_json(staging / ENVIRONMENT_FILE, collect_environment(cfg, data, device))
         os.replace(staging, final)
         drop_if_empty(staging.parent)
     except BaseException:
@@ -566,7 +565,7 @@ def export_splits(
             )
         source = Path(dataset.source)
         smiles_col = _smiles_column(cfg, source)
-    write_json(out, to_chemprop_splits(split))
+    atomic_write_json(out, to_chemprop_splits(split))
     kind = "regression" if dataset.task == "regression" else "classification"
     q = shlex.quote
     command = (

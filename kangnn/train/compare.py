@@ -33,23 +33,25 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from kangnn.config import ConfigError, primary_metric, save_config, validate_config
+from kangnn.config import FUNCTIONS, ConfigError, primary_metric, save_config, validate_config
+from kangnn.files import atomic_write_json, make_dirs
 from kangnn.reports import format_pm, markdown_table, plot_curves
 from kangnn.train.rundir import (
     LOG_CSV,
     METRICS_FILE,
     RunDirError,
     drop_if_empty,
-    make_dirs,
+    experiment_name,
     read_metrics_csv,
     remove_tree,
     staging_dir,
-    write_json,
+    timestamp,
 )
 
 __all__ = ["CompareResult", "RunFailedError", "compare", "wilcoxon_test"]
 
-MODELS = ("kan", "mlp")
+#: The KAN model and its MLP twin, by their ``model.function``.
+MODELS = FUNCTIONS
 #: Models ``compare(..., with_models=...)`` can add beside the KAN and its MLP twin.
 EXTERNAL = ("chemprop",)
 SEEDED_SPLITS = ("random", "balanced_scaffold")
@@ -269,7 +271,7 @@ def compare(
             splits[seed] = data.split  # the same split for every seed
     task = data.task
     metric, mode = primary_metric(task)
-    name = cfg.name or cfg.dataset.name or Path(cfg.dataset.path or "data").stem
+    name = experiment_name(cfg)
     log(
         f"{name}: {len(data.dataset)} molecules ({task}), conv {cfg.model.conv}; KAN "
         f"{match.kan_params} parameters, MLP {match.mlp_params} (width "
@@ -280,10 +282,7 @@ def compare(
     final = (
         Path(out_dir)
         if out_dir is not None
-        else (
-            Path(cfg.output_dir)
-            / f"compare-{name}-{cfg.model.conv}-{time.strftime('%Y%m%d-%H%M%S')}"
-        )
+        else Path(cfg.output_dir) / f"compare-{name}-{cfg.model.conv}-{timestamp()}"
     )
     if final.exists():
         raise RunDirError(f"comparison directory already exists: {final}")
@@ -419,7 +418,7 @@ def _summarise(
     tmp = out / ".summary.md.tmp"
     tmp.write_text(md)
     os.replace(tmp, out / "summary.md")
-    write_json(
+    atomic_write_json(
         out / "summary.json",
         {
             "rows": rows,

@@ -12,7 +12,8 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from kangnn.data import DataError, InvalidSmilesError, smiles_to_graph
-from kangnn.data.io import atomic_write, read_csv
+from kangnn.data.io import read_csv
+from kangnn.files import atomic_write
 
 __all__ = ["predict_csv", "predict_smiles"]
 

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from kangnn.config import ConfigError, for_model, primary_metric, save_config, validate_config
 from kangnn.data import feature_dims, load_split, write_invalid_rows
+from kangnn.files import atomic_write_json, make_dirs
 from kangnn.models import ParamMatch, match_mlp, model_kwargs
 from kangnn.train.callbacks import EpochTimer, GridFit, PeakMemory
 from kangnn.train.data import MoleculeDataModule, PreparedData, prepare_data
@@ -53,13 +54,11 @@ from kangnn.train.rundir import (
     find_resumable,
     load_checkpoint,
     load_run_config,
-    make_dirs,
     merge_metrics_csv,
     new_run_name,
     remove_tree,
     retarget_checkpoint,
     staging_dir,
-    write_json,
 )
 
 __all__ = ["RunResult", "build_module", "evaluate", "load_run", "quiet_lightning", "train"]
@@ -325,22 +324,22 @@ def _finalize(
         "num_molecules": {k: len(v) for k, v in data.split.items()},
         "target_names": list(data.dataset.target_names),
     }
-    write_json(staging / METRICS_FILE, metrics)
+    atomic_write_json(staging / METRICS_FILE, metrics)
     if (staging / ENVIRONMENT_FILE).is_file():  # copied from the run a resume continues
         os.replace(staging / ENVIRONMENT_FILE, staging / f"before-resume-{ENVIRONMENT_FILE}")
-    write_json(staging / ENVIRONMENT_FILE, collect_environment(cfg, data, device))
+    atomic_write_json(staging / ENVIRONMENT_FILE, collect_environment(cfg, data, device))
     module.cpu()
     return metrics
 
 
 def _write_inputs(cfg: DictConfig, staging: Path, data: PreparedData) -> None:
     save_config(cfg, staging / CONFIG_FILE)
-    write_json(
+    atomic_write_json(
         staging / SPLITS_FILE,
         {**{k: list(map(int, v)) for k, v in data.split.items()}, "n": len(data.dataset)},
     )
     if data.scaler is not None:
-        write_json(staging / SCALER_FILE, data.scaler.state_dict())
+        atomic_write_json(staging / SCALER_FILE, data.scaler.state_dict())
     if data.dataset.invalid_rows:  # skipped with dataset.skip_invalid: say which
         write_invalid_rows(data.dataset.invalid_rows, staging / "invalid_rows.csv")
 

@@ -7,7 +7,6 @@ when complete, so a failed run never leaves a half-written run directory behind.
 from __future__ import annotations
 
 import csv
-import json
 import os
 import secrets
 import shutil
@@ -25,6 +24,7 @@ __all__ = [
     "CheckpointError",
     "RunDirError",
     "check_checkpoint",
+    "experiment_name",
     "find_resumable",
     "load_run_config",
     "new_run_name",
@@ -32,6 +32,7 @@ __all__ = [
     "remove_tree",
     "run_stem",
     "staging_dir",
+    "timestamp",
 ]
 
 PARTIAL = ".partial"
@@ -53,31 +54,30 @@ class CheckpointError(ValueError):
     """A checkpoint that does not belong to the model a run's config describes (one line)."""
 
 
+def experiment_name(cfg: DictConfig) -> str:
+    """What a run, comparison or study is named after: ``name``, else the dataset's name, else
+    the stem of the dataset file."""
+    return cfg.name or cfg.dataset.name or Path(cfg.dataset.path or "data").stem
+
+
+def timestamp() -> str:
+    """``YYYYmmdd-HHMMSS`` (local time), the time part of run and comparison names."""
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
 def run_stem(cfg: DictConfig) -> str:
     """``<name>-<conv>-<function>-s<seed>``: the part of a run's name that identifies it."""
-    name = cfg.name or cfg.dataset.name or Path(cfg.dataset.path or "data").stem
-    return f"{name}-{cfg.model.conv}-{cfg.model.function}-s{cfg.seed}"
+    return f"{experiment_name(cfg)}-{cfg.model.conv}-{cfg.model.function}-s{cfg.seed}"
 
 
 def new_run_name(cfg: DictConfig) -> str:
     """A fresh, unique run name: the stem, a timestamp and a short random tag."""
-    return f"{run_stem(cfg)}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
+    return f"{run_stem(cfg)}-{timestamp()}-{secrets.token_hex(2)}"
 
 
 def staging_dir(final: Path) -> Path:
     """Where the run that ends up in ``final`` is written meanwhile."""
     return final.parent / PARTIAL / final.name
-
-
-def make_dirs(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; return the ones created (outermost first)."""
-    missing: list[Path] = []
-    p = folder.absolute()
-    while not p.exists() and p != p.parent:
-        missing.append(p)
-        p = p.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    return missing[::-1]
 
 
 def remove_tree(path: Path, created: list[Path] = ()) -> None:
@@ -185,13 +185,6 @@ def check_checkpoint(
             f"checkpoint {path} is of a different model than the run's config describes: {problem}"
         )
     return ckpt
-
-
-def write_json(path: Path, obj: Any) -> None:
-    """Write JSON atomically (temporary file then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, str]]:

@@ -58,6 +58,7 @@ from kangnn.config import (
     validate_config,
 )
 from kangnn.models import ParameterMatchError
+from kangnn.train.rundir import experiment_name
 
 __all__ = [
     "OBJECTIVES",
@@ -575,7 +576,7 @@ def tune(
         base = for_model(cfg, function) if function else cfg.copy()
         base.compare.model_overrides = {}  # the trial's values are the last word
         bases[m] = base
-    name = cfg.name or cfg.dataset.name or Path(cfg.dataset.path or "data").stem
+    name = experiment_name(cfg)
     default_out = Path(cfg.output_dir) / f"tune-{name}-{cfg.model.conv}"
     out = Path(out_dir) if out_dir is not None else default_out
 
