@@ -85,7 +85,9 @@ class ModelConfig:
     """The molecule GNN; the same architecture serves the KAN model and its MLP baseline."""
 
     conv: str = "gin"  # gin | gine | mpnn | gated | dmpnn (depth = num_layers)
-    function: str = "kan"  # kan | mlp: the learnable functions inside message, update and head
+    # kan | mlp: the kind of learnable function inside message, update and head (the key names
+    # the kind; the modules that implement them are kangnn.nn.KANFunction and MLPFunction)
+    function: str = "kan"
     hidden_channels: int = 64  # node embedding width
     num_layers: int = 3  # message-passing layers
     readout: str = "sum"  # sum | mean | max

@@ -86,7 +86,7 @@ def _plain_features(x: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
 
 
 def _plain_product(x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
-    """The layer's output by plain ops (``weight`` input major, as :class:`_KANFunction`'s)."""
+    """The layer's output by plain ops (``weight`` input major, as :class:`_KANLinearFn`'s)."""
     wf = _function_major(weight, x.shape[1], basis.num_functions + 1)
     return _plain_features(x, basis, cols, act) @ wf.t()
 
@@ -144,7 +144,7 @@ def _keep(ctx, blocks: list[slice], feats: Tensor | None) -> bool:
 
 
 def _fused_forward(ctx, x, weight, basis, cols, act, dtype) -> Tensor | None:
-    """:class:`_KANFunction`'s forward by the fused kernel (function-major features and weight);
+    """:class:`_KANLinearFn`'s forward by the fused kernel (function-major features and weight);
     ``None`` where the kernel cannot be compiled."""
     P, S = x.shape[1], basis.num_functions + 1
     layout = basis.layout(cols, S, 1)
@@ -162,7 +162,7 @@ def _fused_forward(ctx, x, weight, basis, cols, act, dtype) -> Tensor | None:
 
 
 def _fused_backward(ctx, grad_out: Tensor):
-    """:class:`_KANFunction`'s backward by the fused kernels; ``None`` (nothing to use) where
+    """:class:`_KANLinearFn`'s backward by the fused kernels; ``None`` (nothing to use) where
     they cannot be compiled."""
     x, weight, *kept = ctx.saved_tensors
     basis, cols, act = ctx.basis, ctx.cols, ctx.act
@@ -206,7 +206,7 @@ def input_columns(starts: Sequence[int], width: int, in_features: int) -> list[s
     return [slice(start, start + width) for start in starts]
 
 
-class _KANFunction(torch.autograd.Function):
+class _KANLinearFn(torch.autograd.Function):
     """``y = [act(x) | B(x)] @ W^T`` saving only ``x`` and ``W``; the basis is rebuilt in backward.
 
     ``weight`` is ``[out, P * (K + 1)]`` laid out input by input: the base weight of input ``p``
@@ -308,11 +308,11 @@ def _kan_apply(x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()  # low-precision input: evaluate the basis in float32
     if not torch.is_autocast_enabled(x.device.type):
-        return _KANFunction.apply(x, weight, basis, cols, act, x.dtype)
+        return _KANLinearFn.apply(x, weight, basis, cols, act, x.dtype)
     # Mixed precision: the products in autocast's dtype, the basis in full precision.
     dtype = torch.get_autocast_dtype(x.device.type)
     with torch.autocast(x.device.type, enabled=False):
-        return _KANFunction.apply(x, weight, basis, cols, act, dtype)
+        return _KANLinearFn.apply(x, weight, basis, cols, act, dtype)
 
 
 class KANLinear(nn.Module):

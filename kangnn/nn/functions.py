@@ -183,9 +183,6 @@ class MLPFunction(nn.Module):
         """No-op: an MLP has no grid (kept so models can call it on either kind)."""
 
 
-Function = KANFunction | MLPFunction
-
-
 def function_widths(
     in_channels: int,
     out_channels: int,
