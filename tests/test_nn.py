@@ -96,7 +96,7 @@ def test_function_partials(function):
 
 
 def test_gather_sum_stacked():
-    from kangnn.nn.base import gather_sum, gather_sum_stacked
+    from kangnn.nn.sparse import gather_sum, gather_sum_stacked
 
     h = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     i, j = torch.tensor([0, 4, 4, 1]), torch.tensor([2, 2, 0, 1])

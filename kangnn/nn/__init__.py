@@ -7,7 +7,8 @@ from kangnn.nn.aggr import (
     scatter_backend,
     set_scatter_backend,
 )
-from kangnn.nn.base import KANMessagePassing, check_inputs, set_range_checks
+from kangnn.nn.base import KANMessagePassing
+from kangnn.nn.checks import check_inputs, set_range_checks
 from kangnn.nn.dmpnn import KANDMPNNConv, reverse_edge_index
 from kangnn.nn.functions import (
     FUNCTIONS,

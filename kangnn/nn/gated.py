@@ -8,8 +8,10 @@ from torch import Tensor
 from torch.nn import Linear
 from torch_geometric.typing import Adj, OptTensor
 
-from kangnn.nn.base import KANMessagePassing, PairTensor, _pair
+from kangnn.nn.base import KANMessagePassing
+from kangnn.nn.checks import _pair
 from kangnn.nn.functions import build_function
+from kangnn.nn.sparse import PairTensor
 
 
 class KANGatedConv(KANMessagePassing):

@@ -8,8 +8,9 @@ from torch.nn import Linear
 from torch_geometric.typing import Adj, OptTensor
 
 from kangnn.nn.aggr import SIMPLE_AGGRS
-from kangnn.nn.base import KANMessagePassing, PairTensor, sparse_aggregate
+from kangnn.nn.base import KANMessagePassing
 from kangnn.nn.functions import build_function
+from kangnn.nn.sparse import PairTensor, sparse_aggregate
 
 
 class _GINBase(KANMessagePassing):

@@ -7,15 +7,10 @@ from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor
 
 from kangnn.nn.aggr import SIMPLE_AGGRS, scatter
-from kangnn.nn.base import (
-    KANMessagePassing,
-    PairTensor,
-    _pair,
-    sparse_aggregate,
-    sparse_targets,
-    split_parts,
-)
+from kangnn.nn.base import KANMessagePassing
+from kangnn.nn.checks import _pair
 from kangnn.nn.functions import build_function
+from kangnn.nn.sparse import PairTensor, sparse_aggregate, sparse_targets, split_parts
 
 
 class KANMPNNConv(KANMessagePassing):
