@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import sympy
 import torch
 from torch import Tensor, nn
 
@@ -453,7 +452,7 @@ def explain_run(
     formula_val = res.evaluate(g_val[:, active])
     finite = np.isfinite(formula_val).all(1)
     formula_val_r2 = _r2(formula_val[finite], head_val[finite]) if finite.any() else math.nan
-    formula = str(sympy.N(res.formula, 4))
+    formula = res.formula_str(4)
     log(f"explain: head formula fitted ({'closed form' if res.is_closed_form else 'with splines'})")
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

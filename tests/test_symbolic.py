@@ -275,6 +275,7 @@ def test_sin_plus_square_with_kan_2_1():
     fits = {e.i: e for e in res.edges[0]}
     assert fits[0].name == "sin" and abs(abs(fits[0].b) - math.pi) < 0.01
     assert fits[1].name == "x^2"
+    assert "sin(3.14*x_1" in res.formula_str(3)  # rounded inside functions too
     xt = held_out(2)
     yt = torch.sin(math.pi * xt[:, 0]) + xt[:, 1] ** 2
     assert r2(res.evaluate(xt), yt) > 0.99

@@ -57,6 +57,7 @@ __all__ = [
     "SymbolicResult",
     "auto_symbolic",
     "fit_function",
+    "rounded",
 ]
 
 
@@ -440,11 +441,15 @@ class SymbolicResult:
             [np.broadcast_to(np.asarray(v, dtype=np.float64), x.shape[:1]) for v in values], 1
         )
 
+    def formula_str(self, digits: int = 4) -> str:
+        """The formula with every number rounded to ``digits`` significant digits."""
+        return str(rounded(self.formula, digits))
+
     def to_dict(self, digits: int = 6) -> dict[str, Any]:
         """JSON-ready: formulas as strings (``digits`` significant digits), edges, summary."""
         return {
             "symbols": [str(s) for s in self.symbols],
-            "formulas": [str(sympy.N(f, digits)) for f in self.formulas],
+            "formulas": [str(rounded(f, digits)) for f in self.formulas],
             "closed_form": self.is_closed_form,
             "refitted": self.refitted,
             "fit_r2": self.fit_r2,
@@ -452,6 +457,12 @@ class SymbolicResult:
             "summary": self.summary(),
             "edges": [[e.as_dict() for e in layer] for layer in self.edges],
         }
+
+
+def rounded(expr: Any, digits: int = 4) -> Any:
+    """``expr`` with every float rounded to ``digits`` significant digits, also inside
+    functions (where ``sympy.N`` leaves them)."""
+    return expr.xreplace({f: sympy.Float(f, digits) for f in expr.atoms(sympy.Float)})
 
 
 def _library(library: Sequence[str] | Mapping[str, SymbolicFunction] | None):
