@@ -12,6 +12,7 @@ from torch_geometric.loader import DataLoader
 
 from kangnn.nn import (
     HAS_TORCH_SCATTER,
+    DecomposableFunction,
     KANFunction,
     KANGatedConv,
     KANGINConv,
@@ -93,6 +94,27 @@ def test_function_partials(function):
     torch.testing.assert_close(f.partials(a, [0, 4]), want, atol=1e-6, rtol=1e-6)
     with pytest.raises(ValueError, match="columns 7:11 are outside"):
         f.partials(a, [0, 7])
+
+
+def test_decomposable_function_protocol():
+    """Both function kinds (and what the layers build) are ``DecomposableFunction``s; a module
+    that lacks one of the methods is not."""
+
+    class NoPartials(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+        def partial(self, x_part, start, bias=False):
+            return x_part
+
+        def rest(self, y):
+            return y
+
+    for function in FUNCTIONS:
+        assert isinstance(build_function(function, 6, 3), DecomposableFunction)
+        assert isinstance(make_layer("mpnn", function).message_fn, DecomposableFunction)
+    assert not isinstance(torch.nn.Linear(6, 3), DecomposableFunction)
+    assert not isinstance(NoPartials(), DecomposableFunction)
 
 
 def test_gather_sum_stacked():

@@ -12,6 +12,7 @@ from kangnn.nn.checks import check_inputs, set_range_checks
 from kangnn.nn.dmpnn import KANDMPNNConv, reverse_edge_index
 from kangnn.nn.functions import (
     FUNCTIONS,
+    DecomposableFunction,
     KANFunction,
     MLPFunction,
     build_function,
@@ -23,6 +24,7 @@ from kangnn.nn.mpnn import KANMPNNConv
 
 __all__ = [
     "FUNCTIONS",
+    "DecomposableFunction",
     "HAS_TORCH_SCATTER",
     "KANDMPNNConv",
     "KANFunction",

@@ -15,7 +15,7 @@ from torch_geometric.utils import is_torch_sparse_tensor
 
 from kangnn.nn.aggr import SIMPLE_AGGRS, scatter
 from kangnn.nn.checks import check_inputs
-from kangnn.nn.functions import regularization_loss
+from kangnn.nn.functions import DecomposableFunction, regularization_loss
 from kangnn.nn.sparse import PairTensor, gather_sum, gather_sum_stacked
 
 __all__ = ["KANMessagePassing"]
@@ -23,6 +23,9 @@ __all__ = ["KANMessagePassing"]
 
 class KANMessagePassing(MessagePassing):
     """Base class of the kangnn layers: scatter-backend aggregation and shared helpers."""
+
+    #: The message function the helpers below decompose (set by the layers that use them).
+    message_fn: DecomposableFunction
 
     def aggregate(
         self,

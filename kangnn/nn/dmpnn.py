@@ -10,7 +10,7 @@ from torch_geometric.typing import OptTensor
 from torch_geometric.utils import is_torch_sparse_tensor
 
 from kangnn.nn.base import KANMessagePassing
-from kangnn.nn.functions import build_function
+from kangnn.nn.functions import DecomposableFunction, build_function
 
 __all__ = ["KANDMPNNConv", "reverse_edge_index"]
 
@@ -151,6 +151,9 @@ class KANDMPNNConv(KANMessagePassing):
           :math:`(|\mathcal{E}|, D)`, optionally ``rev_index`` :math:`(|\mathcal{E}|)`
         - **output:** atom features :math:`(|\mathcal{V}|, F_{out})`
     """
+
+    #: Decomposed like a message function: its atom part runs once per atom.
+    input_fn: DecomposableFunction
 
     def __init__(
         self,

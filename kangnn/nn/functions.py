@@ -1,7 +1,7 @@
 """The learnable functions inside the message-passing layers: a KAN stack or an MLP.
 
-Both kinds share one interface, so a layer uses them identically and a KAN-vs-MLP comparison
-changes one thing only:
+Both kinds share one interface, :class:`DecomposableFunction`, so a layer uses them identically
+and a KAN-vs-MLP comparison changes one thing only:
 
 * ``forward(x)``: the whole function;
 * ``partial(x_part, start, bias=False)``: the first layer's contribution of the input columns
@@ -12,6 +12,7 @@ changes one thing only:
 * ``rest(y)``: everything after the first layer's output ``y``;
 
 so that ``f(cat([a, b], -1)) == f.rest(f.partial(a, 0, bias=True) + f.partial(b, a.shape[-1]))``.
+Any module with these methods can serve a decomposed layer (see :class:`DecomposableFunction`).
 
 A KAN function can normalise the input of each of its layers after the first
 (``layer_norm=True``, as FastKAN does): the splines then see standardised inputs whatever the
@@ -23,6 +24,7 @@ inputs are the normalised node and bond embeddings already.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,82 @@ FUNCTIONS = ("kan", "mlp")
 KAN_OPTIONS = ("grid_size", "spline_order", "basis", "grid_range", "layer_norm")
 #: Keyword arguments that only a KAN understands (an MLP function rejects them).
 KAN_ONLY_KWARGS = frozenset({*KAN_OPTIONS, "base_activation", "spline_scale"})
+
+
+@runtime_checkable
+class DecomposableFunction(Protocol):
+    r"""A learnable function whose first layer is additive over its input columns.
+
+    A decomposed message-passing layer evaluates the message function on
+    :math:`[\mathbf{h}_i \,\|\, \mathbf{h}_j \,\|\, \mathbf{e}_{ij}]` without building that
+    per-edge input: it runs the first layer's parts of the node features once per node
+    (:meth:`partial`, :meth:`partials`), gathers and adds them per edge, and applies
+    :meth:`rest`. For inputs ``a`` of ``p`` columns and ``b`` this requires::
+
+        f(cat([a, b], -1)) == f.rest(f.partial(a, 0, bias=True) + f.partial(b, p))
+
+    :class:`KANFunction` and :class:`MLPFunction` implement it; so can a user's own module (any
+    first layer that is a sum over its inputs, e.g. a linear or a KAN layer).
+    :class:`~kangnn.nn.KANMessagePassing`'s message helpers use nothing else of a
+    ``message_fn``. ``isinstance`` checks that the methods exist, not that the identity holds.
+    """
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """The whole function, ``(*, in) -> (*, out)``."""
+        ...
+
+    def partial(self, x_part: Tensor, start: int, bias: bool = False) -> Tensor:
+        """The first layer's contribution of some of the input columns.
+
+        Parameters
+        ----------
+        x_part : Tensor
+            ``(N, w)``: the input columns ``start : start + w`` of ``N`` inputs.
+        start : int
+            Offset of the first of those columns in the full input.
+        bias : bool
+            Add the first layer's bias (if it has one). Of the parts summed into one input,
+            exactly one must have it.
+
+        Returns
+        -------
+        Tensor
+            ``(N, h)``, with ``h`` the width of the first layer's output.
+        """
+        ...
+
+    def partials(self, x_part: Tensor, starts: Sequence[int]) -> Tensor:
+        """:meth:`partial` of one ``x_part`` at several offsets, in one evaluation.
+
+        Parameters
+        ----------
+        x_part : Tensor
+            ``(N, w)``: columns that stand at every offset of ``starts`` in the full input.
+        starts : sequence of int
+            Offsets, at least one.
+
+        Returns
+        -------
+        Tensor
+            ``(N, len(starts), h)``: ``[:, k]`` is ``partial(x_part, starts[k])``, the bias added
+            to the first offset only (``k = 0``).
+        """
+        ...
+
+    def rest(self, y: Tensor) -> Tensor:
+        """Everything after the first layer.
+
+        Parameters
+        ----------
+        y : Tensor
+            ``(N, h)``: the first layer's output (a sum of :meth:`partial` terms).
+
+        Returns
+        -------
+        Tensor
+            ``(N, out)``: the function's output.
+        """
+        ...
 
 
 class KANFunction(KAN):
