@@ -301,10 +301,13 @@ def test_exp_of_sin_plus_square_with_kan_2_5_1():
     kan = fit(KAN([2, 5, 1]), x, y, steps=300, lr=0.03, sparsity=0.1, grid_updates=(50, 100))
     small = prune(kan, x, threshold=0.05)
     assert small.widths == [2, 1, 1] and small.active_inputs == [0, 1]
-    fit(small, x, y, steps=200, lr=0.03, grid_updates=(0,), cosine=True)
+    fit(small, x, y, steps=400, lr=0.05, grid_updates=(0,), cosine=True)
     res = auto_symbolic(small, x)
     assert res.is_closed_form
     assert sorted(e.name for e in res.edges[0]) == ["sin", "x^2"]
+    # exp comes back; a sigmoid deep in its left tail is the same curve on a range (and the
+    # richer family), so a less precisely trained outer edge may pick it.
+    assert res.edges[1][0].name in ("exp", "sigmoid")
     xt = held_out(2)
     yt = torch.exp(torch.sin(math.pi * xt[:, 0]) + xt[:, 1] ** 2)
     assert r2(res.evaluate(xt), yt) > 0.99
