@@ -14,6 +14,8 @@ from kangnn.models import CONV_REGISTRY, MoleculeGNN
 SMILES = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1", "C", "ClC(Cl)(Cl)Cl", "[Na+].[Cl-]"]
 ATOM_DIMS, BOND_DIMS = feature_dims("ogb")
 SMALL = dict(hidden_channels=16, num_layers=2, grid_size=3, function_layers=2)
+# Compiling is the slow part of these tests: the equality checks use one layer.
+TINY = dict(SMALL, hidden_channels=8, num_layers=1)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
@@ -51,7 +53,7 @@ def test_compiled_model_equals_eager(conv):
     ``aot_eager`` runs dynamo and AOTAutograd without code generation, to keep this fast."""
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = MoleculeGNN(ATOM_DIMS, BOND_DIMS, 1, conv=conv, function="kan", **SMALL).double()
+    model = MoleculeGNN(ATOM_DIMS, BOND_DIMS, 1, conv=conv, function="kan", **TINY).double()
     batch = molecules()
     model.train()
     eager_out, eager_grads = outputs_and_grads(model, batch)
@@ -66,7 +68,7 @@ def test_compiled_model_equals_eager(conv):
 def test_inductor_compiled_model_equals_eager():
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = MoleculeGNN(ATOM_DIMS, BOND_DIMS, 1, conv="gine", function="kan", **SMALL)
+    model = MoleculeGNN(ATOM_DIMS, BOND_DIMS, 1, conv="gine", function="kan", **TINY)
     batch = molecules()
     eager_out, eager_grads = outputs_and_grads(model, batch)
     compiled = torch.compile(model, fullgraph=True, dynamic=True)
