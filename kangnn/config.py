@@ -104,7 +104,7 @@ class ModelConfig:
     function_layers: int = 2  # layers in each message/update/head function
     grid_init: str = "data"  # data: fit KAN grids to training molecules before training | fixed
     grid_range: list[float] = field(default_factory=lambda: [-1.0, 1.0])  # initial KAN grid
-    kan_layer_norm: bool = False  # LayerNorm on the input of each KAN layer after the first
+    kan_layer_norm: bool = True  # LayerNorm on each KAN layer's input after the first (ablation)
     grid_fit_sample: str = "random"  # random: a seeded random sample of train | first: file order
     grid_fit_molecules: int = 512  # training molecules the grids are fitted on
     grid_refresh_every: int = 0  # refit the grids every N epochs during training; 0 = never
