@@ -66,8 +66,8 @@ class _GINBase(KANMessagePassing):
     ) -> None:
         """Fit the KAN grids to the inputs that this batch gives :math:`F` (no-op for an MLP).
 
-        ``kwargs`` go to :meth:`kangnn.kan.KANLinear.update_grid`. The spline parameters are
-        replaced, so build the optimizer again afterwards.
+        ``kwargs`` go to :meth:`kangnn.kan.KANLinear.update_grid`. Grids and coefficients
+        are updated in place (same parameters; an optimizer keeps its state).
         """
         x_src, x_dst, out = self._aggregated(x, edge_index, edge_attr)
         self.nn.update_grid(self._update_input(out, x_dst), **kwargs)

@@ -131,8 +131,8 @@ class KANMPNNConv(KANMessagePassing):
         """Fit the KAN grids to the inputs that this batch gives :math:`F_m` and :math:`F_u`.
 
         A no-op for ``function="mlp"``. ``kwargs`` go to
-        :meth:`kangnn.kan.KANLinear.update_grid`. The spline parameters are replaced, so build
-        the optimizer again afterwards. Needs a ``[2, E]`` ``edge_index``.
+        :meth:`kangnn.kan.KANLinear.update_grid`. Grids and coefficients are updated in
+        place (same parameters; an optimizer keeps its state). Needs a ``[2, E]`` ``edge_index``.
         """
         x_src, x_dst, edge_attr = self.check_inputs(x, edge_index, edge_attr, self.edge_dim)
         z = self.edge_inputs(x_src, x_dst, edge_index, edge_attr)
