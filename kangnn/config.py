@@ -133,7 +133,7 @@ class TrainConfig:
     optimizer: str = "adamw"  # adam (L2 penalty in the gradient) | adamw (decoupled decay)
     # parameter kinds trained without weight decay: bias | norm | embedding | spline
     decay_exclude: list[str] = field(default_factory=lambda: ["bias", "norm", "embedding"])
-    spline_lr_scale: float = 1.0  # learning rate of the KAN spline coefficients, times lr
+    spline_lr_scale: float = 3.0  # KAN spline coefficients' learning rate, times lr (ablation)
     scheduler: str = "cosine"  # after the warm-up: none (constant) | cosine | exponential
     warmup_epochs: float = 2.0  # linear warm-up from min_lr_ratio * lr to lr
     min_lr_ratio: float = 0.01  # start of the warm-up and end of the decay, times lr
