@@ -52,3 +52,17 @@ def moleculenet_root(tmp_path: Path) -> Callable[..., Path]:
         return _copy_moleculenet(tmp_path / "data", *names)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def esol_subset(tmp_path_factory) -> Callable[[int], Path]:
+    """Factory: ``esol_subset(n)`` -> a new temporary data root holding the first ``n`` ESOL
+    molecules (a copy of the real raw file, header kept)."""
+
+    def make(rows: int) -> Path:
+        root = _copy_moleculenet(tmp_path_factory.mktemp("data"), "esol")
+        raw = root / "esol" / "raw" / "delaney-processed.csv"
+        raw.write_text("".join(raw.read_text().splitlines(keepends=True)[: rows + 1]))
+        return root
+
+    return make

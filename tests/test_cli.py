@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import assert_user_error, run_cli
 
 from kangnn.cli import main
 
@@ -28,11 +29,8 @@ METRICS_KEYS = {"val", "test", "params", "epoch_time_s", "best_epoch"}
 
 
 @pytest.fixture(scope="module")
-def esol_root(tmp_path_factory, copy_moleculenet) -> Path:
-    root = copy_moleculenet(tmp_path_factory.mktemp("data"), "esol")
-    raw = root / "esol" / "raw" / "delaney-processed.csv"
-    raw.write_text("".join(raw.read_text().splitlines(keepends=True)[: ESOL_ROWS + 1]))
-    return root
+def esol_root(esol_subset) -> Path:
+    return esol_subset(ESOL_ROWS)
 
 
 @pytest.fixture(scope="module")
@@ -41,20 +39,6 @@ def config_file(tmp_path_factory) -> Path:
     path.write_text(Path("experiments/esol.yaml").read_text())
     return path
 
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_user_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert lines and lines[-1].startswith("kangnn: error: "), err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[-1], lines[-1]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import sympy
+from cli_helpers import assert_user_error, run_cli
 
 import kangnn.explain as explain_mod
 from kangnn.cli import main
@@ -28,10 +29,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, copy_moleculenet) -> Path:
-    root = copy_moleculenet(tmp_path_factory.mktemp("data"), "esol")
-    raw = root / "esol" / "raw" / "delaney-processed.csv"
-    raw.write_text("".join(raw.read_text().splitlines(keepends=True)[: ESOL_ROWS + 1]))
+def run_dir(tmp_path_factory, esol_subset) -> Path:
+    root = esol_subset(ESOL_ROWS)
     out = tmp_path_factory.mktemp("runs")
     code = main(
         ["train", "experiments/esol.yaml", f"dataset.root={root}", f"output_dir={out}", *TINY]
@@ -40,20 +39,6 @@ def run_dir(tmp_path_factory, copy_moleculenet) -> Path:
     (run,) = out.iterdir()
     return run
 
-
-def run_cli(args, capsys) -> tuple[int, str, str]:
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_user_error(code: int, err: str, *needles: str) -> None:
-    assert code == 2
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert lines and lines[-1].startswith("kangnn: error: "), err
-    assert "Traceback" not in err
-    for n in needles:
-        assert n in lines[-1], lines[-1]
 
 
 def test_explain_writes_the_report(run_dir, capsys):

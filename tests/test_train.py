@@ -38,12 +38,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def esol_root(tmp_path_factory, copy_moleculenet) -> Path:
-    root = copy_moleculenet(tmp_path_factory.mktemp("data"), "esol")
-    raw = root / "esol" / "raw" / "delaney-processed.csv"
-    lines = raw.read_text().splitlines(keepends=True)
-    raw.write_text("".join(lines[: ESOL_ROWS + 1]))
-    return root
+def esol_root(esol_subset) -> Path:
+    return esol_subset(ESOL_ROWS)
 
 
 def tiny_config(root: Path, out: Path, *extra: str):

@@ -35,12 +35,8 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def esol_root(tmp_path_factory, copy_moleculenet) -> Path:
-    root = copy_moleculenet(tmp_path_factory.mktemp("data"), "esol")
-    raw = root / "esol" / "raw" / "delaney-processed.csv"
-    lines = raw.read_text().splitlines(keepends=True)
-    raw.write_text("".join(lines[: ROWS + 1]))
-    return root
+def esol_root(esol_subset) -> Path:
+    return esol_subset(ROWS)
 
 
 def _config(tmp: Path) -> Path:
