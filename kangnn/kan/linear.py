@@ -72,23 +72,20 @@ def _input_major(weight: Tensor, P: int, S: int) -> Tensor:
     return weight.view(-1, S, P).transpose(1, 2).reshape(weight.shape[0], P * S)
 
 
-def _plain_features(x: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
-    """``[N, (K + 1) * P]`` function-major features by plain differentiable ops: what
-    ``torch.compile`` traces and fuses, and what double backward differentiates. Same values
-    as the other paths to rounding."""
-    if isinstance(basis, BSplineBasis):
-        inv_h = 1.0 / basis.h[cols]
-        shift = basis.order - basis.lo[cols] * inv_h
-        values = fused.dense_values(x, shift, inv_h, basis.num_functions, basis.order)
-    else:
-        values = basis.expand(x, cols).transpose(1, 2)
+def _with_activation(x: Tensor, values: Tensor, act: str) -> Tensor:
+    """``[N, (K + 1) * P]`` function-major features from ``[N, K, P]`` basis values."""
     return torch.cat([_ACTIVATIONS[act](x).unsqueeze(1), values], dim=1).flatten(1)
 
 
 def _plain_product(x: Tensor, weight: Tensor, basis: Basis, cols: slice, act: str) -> Tensor:
-    """The layer's output by plain ops (``weight`` input major, as :class:`_KANLinearFn`'s)."""
-    wf = _function_major(weight, x.shape[1], basis.num_functions + 1)
-    return _plain_features(x, basis, cols, act) @ wf.t()
+    """The layer's output by plain differentiable ops (``weight`` input major, as
+    :class:`_KANLinearFn`'s): what ``torch.compile`` traces and fuses, and what double backward
+    differentiates. Same values as the other paths to rounding."""
+    if isinstance(basis, BSplineBasis):
+        order, num = basis.order, basis.num_functions
+        return _bspline_product(order, num, act, x, weight, basis.lo[cols], basis.h[cols], None)
+    feats = _with_activation(x, basis.expand(x, cols).transpose(1, 2), act)
+    return feats @ _function_major(weight, x.shape[1], basis.num_functions + 1).t()
 
 
 def _bspline_product(
@@ -98,8 +95,7 @@ def _bspline_product(
     checkpoints: its inputs must all be arguments)."""
     inv_h = 1.0 / h
     values = fused.dense_values(x, order - lo * inv_h, inv_h, num, order, terms)
-    feats = torch.cat([_ACTIVATIONS[act](x).unsqueeze(1), values], dim=1).flatten(1)
-    return feats @ _function_major(weight, x.shape[1], num + 1).t()
+    return _with_activation(x, values, act) @ _function_major(weight, x.shape[1], num + 1).t()
 
 
 def _activation_grad(x: Tensor, grad: Tensor, act: str) -> Tensor:
