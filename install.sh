@@ -27,3 +27,6 @@ if [ -d "$MIRROR" ]; then
     [ -f "$dest" ] || { mkdir -p "data/$name/raw" && cp "$raw" "$dest.tmp" && mv "$dest.tmp" "$dest"; }
   done
 fi
+# Build the native B-spline CPU kernels now (cached per machine) rather than in the first run.
+python -c "import torch, kangnn.kan.native as n; n.native_enabled(torch.zeros(1), 1)" \
+  || echo "install.sh: the native B-spline kernels could not be built; kangnn uses torch.compile's" >&2

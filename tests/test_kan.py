@@ -107,14 +107,38 @@ def eager_and_fused():
     fused._state["failed"] = None
 
 
+@pytest.fixture(params=["native", "compiled"])
+def kernels(request, monkeypatch):
+    """Which fused CPU kernels serve: the native ones or torch.compile's; the name of the
+    function that runs them, to spy on."""
+    from kangnn.kan import fused, native
+
+    if request.param == "native":
+        if not native.native_enabled(torch.zeros(1), 1):
+            pytest.skip(f"native kernels not built here: {native._state['failed']}")
+        return native, "spline_features", "add_spline_input_grad"
+    monkeypatch.setitem(native._state, "enabled", False)
+    return fused, "_run", "_run"
+
+
 @pytest.mark.parametrize("order,grid_size", [(1, 3), (2, 1), (3, 5), (4, 4)])
 @pytest.mark.parametrize("act", ["silu", "tanh"])
-def test_fused_kernels_equal_eager_path(order, grid_size, act, eager_and_fused, monkeypatch):
+def test_fused_kernels_equal_eager_path(
+    order, grid_size, act, kernels, eager_and_fused, monkeypatch
+):
     from kangnn.kan import fused
 
     calls = []
-    real = fused._run
-    monkeypatch.setattr(fused, "_run", lambda *a: calls.append(a[0]) or real(*a))
+
+    def spy(module, name):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a: calls.append(name) or real(*a))
+
+    module, features_fn, grad_fn = kernels
+    for name in {features_fn, grad_fn}:
+        spy(module, name)
+    for name in ("features", "input_grad"):
+        spy(fused, name)
     torch.manual_seed(order)
     layer = KANLinear(5, 3, grid_size=grid_size, spline_order=order, base_activation=act)
     # Inside, on the knots of, at the edges of and far outside the grid; float32 and float64.
@@ -140,7 +164,12 @@ def test_fused_kernels_equal_eager_path(order, grid_size, act, eager_and_fused, 
                 fast = eager_and_fused(outputs, True)
             finally:
                 set_saved_expansion_limit(8 << 20)
+            # Every kernel call reached the chosen implementation.
             assert calls.count("features") == builds and calls.count("input_grad") == 1
+            if features_fn == grad_fn:
+                assert calls.count(features_fn) == builds + 1
+            else:
+                assert calls.count(features_fn) == builds and calls.count(grad_fn) == 1
             calls.clear()
             if order == 1 and dtype == torch.float32:
                 # On a knot a hat function has a kink, and float rounding decides which side's
@@ -151,9 +180,42 @@ def test_fused_kernels_equal_eager_path(order, grid_size, act, eager_and_fused, 
                 torch.testing.assert_close(b, a, atol=tol_a, rtol=0)
 
 
-def test_fused_kernels_fall_back_when_they_cannot_compile(eager_and_fused, monkeypatch):
-    from kangnn.kan import fused
+@pytest.mark.parametrize("order", [2, 3, 5, 7])
+def test_native_kernels_equal_compiled_ones_on_threads(order, monkeypatch):
+    """The native kernels, on one thread and on two (row blocks of an OpenMP loop), give the
+    compiled kernels' features and input gradients for every compiled-in order."""
+    from kangnn.kan import fused, native
 
+    if not native.native_enabled(torch.zeros(1), order):
+        pytest.skip(f"native kernels not built here: {native._state['failed']}")
+    torch.manual_seed(order)
+    num, P = 6 + order, 24
+    shift = torch.rand(P, dtype=torch.float64) + order
+    inv_h = torch.rand(P, dtype=torch.float64) + 2.0
+    x = torch.randn(1000, P, dtype=torch.float64) * 2
+    g = torch.randn(1000, (num + 1) * P, dtype=torch.float64)
+    got = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            got.append([fused.features(x, shift, inv_h, num, order, "gelu"),
+                        fused.input_grad(x, g, shift, inv_h, num, order, "gelu")])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setitem(native._state, "enabled", False)
+    want = [fused.features(x, shift, inv_h, num, order, "gelu"),
+            fused.input_grad(x, g, shift, inv_h, num, order, "gelu")]  # fmt: skip
+    for one in got:
+        for a, b in zip(one, want, strict=True):
+            torch.testing.assert_close(a, b, atol=1e-11, rtol=1e-11)
+    assert torch.equal(got[0][0], got[1][0]) and torch.equal(got[0][1], got[1][1])
+
+
+def test_fused_kernels_fall_back_when_they_cannot_compile(eager_and_fused, monkeypatch):
+    from kangnn.kan import fused, native
+
+    monkeypatch.setitem(native._state, "enabled", False)
     torch.manual_seed(0)
     layer = KANLinear(4, 2)
     x = torch.randn(50, 4)
@@ -168,6 +230,31 @@ def test_fused_kernels_fall_back_when_they_cannot_compile(eager_and_fused, monke
         got = layer(x)
     torch.testing.assert_close(got, want)
     assert not fused.fused_enabled(x)  # one warning, then the eager path without retrying
+
+
+def test_native_kernels_fall_back_when_they_cannot_build(monkeypatch, tmp_path):
+    """A failed build warns once, naming the error, and the compiled kernels serve instead."""
+    from kangnn.kan import native
+
+    torch.manual_seed(0)
+    layer = KANLinear(4, 2)
+    x = torch.randn(50, 4)
+    monkeypatch.setitem(native._state, "enabled", False)
+    want = layer(x)
+    monkeypatch.setitem(native._state, "enabled", True)
+    monkeypatch.setenv("KANGNN_CACHE", str(tmp_path))  # nothing cached there: a fresh build
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setattr(native.shutil, "which", lambda name: None)
+    native._library.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"native B-spline kernels could not be built "
+                          r"\(RuntimeError: no C\+\+ compiler found \(set \$CXX\)\)"):  # fmt: skip
+            got = layer(x)
+        assert not native.native_enabled(x, 3) and native._state["failed"]
+        torch.testing.assert_close(got, want)
+    finally:
+        native._state["failed"] = None
+        native._library.cache_clear()
 
 
 @pytest.mark.parametrize("basis", list(BASES))

@@ -31,6 +31,8 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from kangnn.kan import native
+
 _state = {"enabled": os.environ.get("KANGNN_FUSED", "1") != "0", "failed": None}
 _RECOMPILE_LIMIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
 
@@ -41,14 +43,14 @@ def set_fused(enabled: bool) -> None:
 
 
 def fused_enabled(x: Tensor) -> bool:
-    """Whether the fused kernels serve ``x``: enabled, not failed before, a float32/64 tensor on
-    CPU (a C++ kernel) or CUDA (a Triton kernel from the same code)."""
-    return (
-        _state["enabled"]
-        and _state["failed"] is None
-        and x.device.type in ("cpu", "cuda")
-        and x.dtype in (torch.float32, torch.float64)
-    )
+    """Whether the fused kernels serve ``x``: enabled, a float32/64 tensor on CPU (the native
+    kernels, else a compiled C++ kernel) or CUDA (a Triton kernel), the compiled ones not failed
+    before."""
+    if not _state["enabled"] or x.dtype not in (torch.float32, torch.float64):
+        return False
+    if x.device.type == "cpu" and native.native_enabled(x, 1):
+        return True  # orders the native kernels lack go to the compiled ones if they work
+    return _state["failed"] is None and x.device.type in ("cpu", "cuda")
 
 
 def _terms(order: int) -> tuple[tuple[float, float], ...]:
@@ -178,6 +180,8 @@ def _compiled(name: str, order: int, num: int, act: str):
 def _run(name: str, order: int, num: int, act: str, *args: Tensor) -> Tensor | None:
     # Detached inputs (the kernels are never differentiated by autograd: the layer's backward
     # calls them), compiled with dynamic sizes: one variant serves every batch and width.
+    if _state["failed"] is not None:
+        return None
     args = tuple(a.detach() for a in args)
     try:
         return _compiled(name, order, num, act)(*args)
@@ -195,12 +199,48 @@ def _run(name: str, order: int, num: int, act: str, *args: Tensor) -> Tensor | N
         return None
 
 
+def _activation_into(x: Tensor, act: str, out: Tensor) -> None:
+    """``out[:] = act(x)``, written straight into a (strided) view of the features."""
+    if act == "silu":
+        torch.ops.aten.silu.out(x, out=out)
+    elif act == "gelu":
+        torch.ops.aten.gelu.out(x, out=out)
+    elif act == "tanh":
+        torch.tanh(x, out=out)
+    elif act == "relu":
+        torch.clamp(x, min=0, out=out)
+    else:
+        out.copy_(x)
+
+
+def _activation_backward(g: Tensor, x: Tensor, act: str) -> Tensor:
+    """``g * act'(x)`` as a new contiguous tensor, by aten's own backward kernels."""
+    if act == "silu":
+        out = torch.ops.aten.silu_backward(g, x)
+    elif act == "gelu":
+        out = torch.ops.aten.gelu_backward(g, x)
+    elif act == "tanh":
+        out = torch.ops.aten.tanh_backward(g, torch.tanh(x))
+    elif act == "relu":
+        out = torch.ops.aten.threshold_backward(g, x, 0)
+    else:
+        out = g.clone()
+    return out.contiguous()
+
+
 def features(
     x: Tensor, shift: Tensor, inv_h: Tensor, num: int, order: int, act: str
 ) -> Tensor | None:
     """``[N, (num + 1) * P]``, function major: ``act(x)`` of every input, then the first
-    B-spline of every input, and so on; ``None`` if the kernel cannot be compiled. ``shift`` and
-    ``inv_h`` put ``x`` in knot units."""
+    B-spline of every input, and so on; ``None`` if no kernel can be had. ``shift`` and
+    ``inv_h`` put ``x`` in knot units. On CPU the native kernel (:mod:`kangnn.kan.native`)
+    serves where it was built, elsewhere the ``torch.compile``'d one."""
+    if native.native_enabled(x, order):
+        N, P = x.shape
+        out = x.new_empty(N, (num + 1) * P)
+        _activation_into(x, act, out[:, :P])
+        native.spline_features(x, shift, inv_h, num, order, out)
+        return out
     return _run("features", order, num, act, x, shift, inv_h)
 
 
@@ -209,4 +249,8 @@ def input_grad(
 ) -> Tensor | None:
     """``g[n, 0, p] act'(x[n, p]) + sum_i g[n, 1 + i, p] dB_i/dx (x[n, p])`` for ``g`` laid out
     like :func:`features`: the layer's input gradient from the gradient of its features."""
+    if native.native_enabled(x, order):
+        grad_x = _activation_backward(g[:, : x.shape[1]], x, act)
+        native.add_spline_input_grad(x, g, shift, inv_h, num, order, grad_x)
+        return grad_x
     return _run("input_grad", order, num, act, x, g, shift, inv_h)

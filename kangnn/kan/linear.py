@@ -144,15 +144,22 @@ def _fused_forward(ctx, x, weight, basis, cols, act, dtype) -> Tensor | None:
     ``None`` where the kernel cannot be compiled."""
     P, S = x.shape[1], basis.num_functions + 1
     layout = basis.layout(cols, S, 1)
-    wt = _function_major(weight, P, S).t().to(dtype)
-    out = x.new_empty(x.shape[0], weight.shape[0], dtype=dtype)
+    wf = _function_major(weight, P, S)
+    wt = wf.t() if wf.dtype == dtype else wf.t().to(dtype)
     blocks = _row_blocks(x, weight.shape[1])
+    out = None if len(blocks) == 1 else x.new_empty(x.shape[0], weight.shape[0], dtype=dtype)
     feats = None
     for b in blocks:
         feats = fused.features(x[b], layout.shift, layout.inv_h, S - 1, basis.order, act)
         if feats is None:
             return None
-        torch.mm(feats.to(dtype), wt, out=out[b])
+        feats_c = feats if feats.dtype == dtype else feats.to(dtype)
+        if out is None:
+            out = torch.mm(feats_c, wt)
+        else:
+            torch.mm(feats_c, wt, out=out[b])
+    if out is None:  # no rows
+        out = x.new_empty(0, weight.shape[0], dtype=dtype)
     ctx.save_for_backward(x, weight, *([feats] if _keep(ctx, blocks, feats) else []))
     return out
 
@@ -165,26 +172,36 @@ def _fused_backward(ctx, grad_out: Tensor):
     need_x, need_w = ctx.needs_input_grad[:2]
     P, S, order = x.shape[1], ctx.basis.num_functions + 1, ctx.basis.order
     layout = basis.layout(cols, S, 1)
-    wf = _function_major(weight, P, S)
-    wc = wf.to(grad_out.dtype)
-    grad_x = torch.empty_like(x) if need_x else None
-    grad_wf = torch.zeros_like(wf) if need_w else None
+    wf = _function_major(weight, P, S)  # rebuilt, not saved: less memory for a small copy
+    wc = wf if wf.dtype == grad_out.dtype else wf.to(grad_out.dtype)
+    blocks = _row_blocks(x, weight.shape[1])
+    single = len(blocks) == 1  # then the kernels' results are the gradients themselves
+    grad_x = torch.empty_like(x) if need_x and not single else None
+    direct = single and grad_out.dtype == wf.dtype
+    grad_wf = torch.zeros_like(wf) if need_w and not direct else None
     feats = kept[0] if kept else None  # only with a single row block
-    for b in _row_blocks(x, weight.shape[1]):
+    for b in blocks:
         xb, gb = x[b], grad_out[b]
         if need_w:
             if feats is None:
                 feats = fused.features(xb, layout.shift, layout.inv_h, S - 1, order, act)
                 if feats is None:
                     return None
-            _add_weight_grad(grad_wf, gb, feats)
+            if grad_wf is None:
+                grad_wf = gb.t().mm(feats)
+            else:
+                _add_weight_grad(grad_wf, gb, feats)
             feats = None
         if need_x:
-            g = gb.mm(wc).to(x.dtype)
+            g = gb.mm(wc)
+            g = g if g.dtype == x.dtype else g.to(x.dtype)
             gx = fused.input_grad(xb, g, layout.shift, layout.inv_h, S - 1, order, act)
             if gx is None:
                 return None
-            grad_x[b] = gx
+            if single:
+                grad_x = gx
+            else:
+                grad_x[b] = gx
     grad_w = _input_major(grad_wf, P, S) if need_w else None
     return grad_x, grad_w, None, None, None, None
 

@@ -44,6 +44,7 @@ PACKAGES = (
 #: Environment variables that change what runs (or how many threads it runs on).
 ENV_VARS = (
     "KANGNN_FUSED",
+    "KANGNN_NATIVE",
     "KANGNN_NO_SCATTER",
     "KANGNN_DATA",
     "OMP_NUM_THREADS",
@@ -124,7 +125,7 @@ def collect_environment(
         indices), ``data`` (source file and its SHA-256), ``device``, ``platform`` and the
         relevant environment variables.
     """
-    from kangnn.kan import fused
+    from kangnn.kan import fused, native
     from kangnn.nn.aggr import get_scatter_backend
 
     device = torch.device(device)
@@ -139,6 +140,9 @@ def collect_environment(
             # Whether KANLinear takes the fused B-spline kernels on CPU now (set with
             # KANGNN_FUSED=0 / kangnn.kan.fused.set_fused; off for good after a failed compile).
             "fused_bspline": bool(fused.fused_enabled(torch.zeros(1))),
+            # Which fused kernels serve CPU: the native ones (KANGNN_NATIVE=0 /
+            # kangnn.kan.native.set_native turn them off) or torch.compile's.
+            "native_bspline": bool(native.native_enabled(torch.zeros(1), 1)),
             "scatter_backend": get_scatter_backend(device),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "float32_matmul_precision": torch.get_float32_matmul_precision(),
