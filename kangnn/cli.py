@@ -88,7 +88,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("overrides", nargs="*", metavar="OVERRIDES")
     c.add_argument("--seeds", type=int, help="number of seeds (default: compare.seeds)")
     c.add_argument("--quick", action="store_true", help="apply the config's quick preset")
-    c.add_argument("--out", help="comparison directory (default: under output_dir)")
+    c.add_argument(
+        "--out",
+        help="comparison directory (default: under output_dir); an interrupted comparison "
+        "continues when the same command is run again with the same --out",
+    )
+    c.add_argument(
+        "--jobs", type=int, default=1, help="training runs at a time, one process each (default 1)"
+    )
     c.add_argument("--data-root", metavar="DIR", help=DATA_ROOT_HELP)
     c.add_argument(
         "--with",
@@ -232,8 +239,15 @@ def _compare(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, quick=args.quick)
     if args.seeds is not None and args.seeds < 1:
         raise UsageError(f"--seeds must be >= 1, got {args.seeds}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     result = compare(
-        cfg, seeds=args.seeds, out_dir=args.out, log=_info, with_models=args.with_models
+        cfg,
+        seeds=args.seeds,
+        out_dir=args.out,
+        log=_info,
+        with_models=args.with_models,
+        jobs=args.jobs,
     )
     print(result.table)
     if result.test.get("p") is None:

@@ -309,6 +309,51 @@ def test_compare_two_seeds(esol_root, config_file, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == [cmp_dir.name]
 
 
+def test_compare_continues_an_interrupted_comparison(
+    esol_root, config_file, tmp_path, monkeypatch
+):
+    """An interrupted comparison keeps its finished runs; the same call with the same out_dir
+    trains only the missing ones (here two at a time), and another config may not reuse it."""
+    from kangnn.config import load_config
+    from kangnn.train import compare as cmp
+    from kangnn.train.rundir import RunDirError
+
+    overrides = [f"dataset.root={esol_root}", f"output_dir={tmp_path}", *TINY, "train.epochs=1"]
+    cfg = load_config(config_file, overrides)
+    out = tmp_path / "cmp"
+    trained, interrupt = [], [True]
+
+    def run_inprocess(run_cfg, run_dir, split, label=None):  # no child processes: faster
+        if len(trained) == 3 and interrupt[0]:
+            raise KeyboardInterrupt
+        trained.append(run_dir.name)
+        return cmp._train_inprocess(run_cfg, run_dir, split, label)
+
+    monkeypatch.setattr(cmp, "_train_isolated", run_inprocess)
+    with pytest.raises(KeyboardInterrupt):
+        cmp.compare(cfg, seeds=2, out_dir=out)
+    staging = tmp_path / ".partial" / "cmp"
+    assert trained == ["kan-s0", "mlp-s0", "kan-s1"] and not out.exists()
+    kept = sorted(p.parent.name for p in staging.glob("runs/*/metrics.json"))
+    assert kept == ["kan-s0", "kan-s1", "mlp-s0"]
+    before = (staging / "runs" / "kan-s0" / "metrics.json").read_text()
+
+    other = load_config(config_file, [*overrides, "train.lr=0.002"])
+    with pytest.raises(RunDirError, match="unfinished comparison of another config"):
+        cmp.compare(other, seeds=2, out_dir=out)
+
+    interrupt[0] = False
+    trained.clear()
+    result = cmp.compare(cfg, seeds=2, out_dir=out, jobs=2)
+    assert trained == ["mlp-s1"]
+    assert result.out_dir == out and not staging.exists()
+    assert (out / "runs" / "kan-s0" / "metrics.json").read_text() == before
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["model"] for r in rows] == ["kan", "mlp"]
+    with pytest.raises(cmp.ConfigError, match="parallel runs"):
+        cmp.compare(load_config(config_file, [*overrides, "compare.isolate=false"]), jobs=2)
+
+
 def test_bench_model_forwards_its_arguments(esol_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
     code, stdout, err = run_cli(

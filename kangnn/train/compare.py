@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from kangnn.config import FUNCTIONS, ConfigError, primary_metric, save_config, validate_config
 from kangnn.files import atomic_write_json, make_dirs
@@ -55,6 +55,8 @@ MODELS = FUNCTIONS
 #: Models ``compare(..., with_models=...)`` can add beside the KAN and its MLP twin.
 EXTERNAL = ("chemprop",)
 SEEDED_SPLITS = ("random", "balanced_scaffold")
+#: The staging folder's record of what it compares (config, seeds, external rows), to resume.
+COMPARE_FILE = "compare.json"
 
 
 class RunFailedError(RuntimeError):
@@ -216,6 +218,7 @@ def compare(
     out_dir: str | Path | None = None,
     log: Callable[[str], None] | None = None,
     with_models: Sequence[str] = (),
+    jobs: int = 1,
 ) -> CompareResult:
     """Train the KAN model of ``cfg`` and its parameter-matched MLP baseline over seeds.
 
@@ -235,6 +238,11 @@ def compare(
         External models to train beside them on the same splits and seeds: ``("chemprop",)``
         adds the rows ``chemprop`` and (with ``compare.model_overrides.chemprop``)
         ``chemprop-tuned``.
+    jobs:
+        Training runs at a time (each in its own process; needs ``compare.isolate``).
+
+    An interrupted or failed comparison keeps its finished runs in the staging folder: calling
+    it again with the same ``out_dir`` and config trains only the runs still missing.
 
     Returns
     -------
@@ -256,6 +264,10 @@ def compare(
     n_seeds = int(seeds if seeds is not None else cfg.compare.seeds)
     if n_seeds < 1:
         raise ConfigError(f"bad value for config key 'compare.seeds': {n_seeds} must be >= 1")
+    if jobs < 1:
+        raise ConfigError(f"the number of parallel runs must be >= 1, got {jobs}")
+    if jobs > 1 and not cfg.compare.isolate:
+        raise ConfigError("parallel runs (jobs > 1) need compare.isolate: true")
     seed_list = [int(cfg.seed) + i for i in range(n_seeds)]
     externals = _externals(cfg, list(dict.fromkeys(with_models)))
 
@@ -287,37 +299,87 @@ def compare(
     if final.exists():
         raise RunDirError(f"comparison directory already exists: {final}")
     staging = staging_dir(final)
+    identity = {
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "seeds": seed_list,
+        "with": [label for label, _ in externals],
+    }
+    resumed = _open_staging(staging, identity)
     created = make_dirs(staging / "runs")
+    atomic_write_json(staging / COMPARE_FILE, identity)
     run_one = _train_isolated if cfg.compare.isolate else _train_inprocess
+
+    tasks = []  # (row, seed, display name, run config, external label)
+    for seed in seed_list:
+        for function in MODELS:
+            run_cfg = _run_config(cfg, function, seed)
+            if function == "mlp":
+                run_cfg.model.mlp_hidden_channels = match.mlp_hidden_channels
+            tasks.append((function, seed, function.upper(), run_cfg, None))
+        for label, ext_cfg in externals:
+            tasks.append((label, seed, label, _external_config(ext_cfg, seed), label))
+
+    def work(task) -> dict[str, Any]:
+        row, seed, shown, run_cfg, label = task
+        run_dir = staging / "runs" / f"{row}-s{seed}"
+        t0 = time.perf_counter()
+        if (run_dir / METRICS_FILE).exists():
+            metrics = json.loads((run_dir / METRICS_FILE).read_text())
+            log(f"  seed {seed} {shown}: finished in an earlier call, kept")
+        else:
+            remove_tree(run_dir)  # an interrupted run: trained again from scratch
+            metrics = run_one(run_cfg, run_dir, splits[seed], label)
+            _log_run(log, seed, shown, metric, metrics, t0)
+        metrics["run_dir"] = str(Path("runs") / run_dir.name)
+        return metrics
+
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODELS}
     runs.update({label: [] for label, _ in externals})
+    if resumed:
+        log(f"  continuing the unfinished comparison in {staging}")
     try:
-        for seed in seed_list:
-            for function in MODELS:
-                run_cfg = _run_config(cfg, function, seed)
-                if function == "mlp":
-                    run_cfg.model.mlp_hidden_channels = match.mlp_hidden_channels
-                run_dir = staging / "runs" / f"{function}-s{seed}"
-                t0 = time.perf_counter()
-                metrics = run_one(run_cfg, run_dir, splits[seed])
-                metrics["run_dir"] = str(Path("runs") / run_dir.name)
-                runs[function].append(metrics)
-                _log_run(log, seed, function.upper(), metric, metrics, t0)
-            for label, ext_cfg in externals:
-                run_dir = staging / "runs" / f"{label}-s{seed}"
-                t0 = time.perf_counter()
-                metrics = run_one(_external_config(ext_cfg, seed), run_dir, splits[seed], label)
-                metrics["run_dir"] = str(Path("runs") / run_dir.name)
-                runs[label].append(metrics)
-                _log_run(log, seed, label, metric, metrics, t0)
+        if jobs == 1:
+            results = [work(t) for t in tasks]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            # Threads only wait on the child processes that train.
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                results = list(pool.map(work, tasks))
+        for (row, *_), metrics in zip(tasks, results, strict=True):
+            runs[row].append(metrics)
         result = _summarise(cfg, staging, runs, metric, mode, task, match, name)
         os.replace(staging, final)
         drop_if_empty(staging.parent)
     except BaseException:
-        remove_tree(staging, created)
+        done = list((staging / "runs").glob(f"*/{METRICS_FILE}"))
+        if not done:
+            remove_tree(staging, created)
+        else:
+            log(
+                f"kangnn: {len(done)} finished run(s) kept in {staging}; run the same command "
+                f"with --out {final} to train the rest"
+            )
         raise
     result.out_dir = final
     return result
+
+
+def _open_staging(staging: Path, identity: dict[str, Any]) -> bool:
+    """Whether ``staging`` holds an unfinished comparison of the same config to continue; a
+    :class:`RunDirError` when it holds one of another config."""
+    if not staging.exists():
+        return False
+    try:
+        earlier = json.loads((staging / COMPARE_FILE).read_text())
+    except (OSError, ValueError):
+        earlier = None
+    if earlier != json.loads(json.dumps(identity)):
+        raise RunDirError(
+            f"an unfinished comparison of another config (or seeds) is in {staging}: remove it "
+            "or choose another --out"
+        )
+    return True
 
 
 def _log_run(
