@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -43,3 +44,14 @@ def match_width(
         else:
             hi = mid
     return min((lo, hi), key=lambda w: abs(count_parameters(build(w)) - target))
+
+
+def fall_back(state: dict, err: BaseException, failed: str, instead: str, stacklevel: int) -> None:
+    """Record in ``state["failed"]`` that an optional fast path failed for good (its error's
+    first line) and warn once, e.g. "the fused kernels could not be compiled (...); using X"."""
+    state["failed"] = f"{type(err).__name__}: {err}".splitlines()[0]
+    warnings.warn(
+        f"kangnn: {failed} ({state['failed']}); {instead}",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )

@@ -25,13 +25,13 @@ from __future__ import annotations
 import math
 import os
 import types
-import warnings
 from functools import cache
 
 import torch
 from torch import Tensor
 
 from kangnn.kan import native
+from kangnn.utils import fall_back
 
 _state = {"enabled": os.environ.get("KANGNN_FUSED", "1") != "0", "failed": None}
 _RECOMPILE_LIMIT = getattr(torch._dynamo.exc, "FailOnRecompileLimitHit", ())
@@ -189,11 +189,11 @@ def _run(name: str, order: int, num: int, act: str, *args: Tensor) -> Tensor | N
         # Many dtypes or degenerate sizes for one kernel: the eager path serves the rest.
         return None
     except Exception as err:  # noqa: BLE001 - any compiler failure means: use the eager path
-        _state["failed"] = f"{type(err).__name__}: {err}".splitlines()[0]
-        warnings.warn(
-            f"kangnn: the fused B-spline kernels could not be compiled ({_state['failed']}); "
+        fall_back(
+            _state,
+            err,
+            "the fused B-spline kernels could not be compiled",
             "using the eager path from now on (KANGNN_FUSED=0 skips the attempt)",
-            RuntimeWarning,
             stacklevel=3,
         )
         return None

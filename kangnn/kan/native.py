@@ -21,7 +21,6 @@ import platform
 import shutil
 import subprocess
 import tempfile
-import warnings
 from functools import cache
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import torch
 from torch import Tensor
 
 from kangnn.kan.basis import _bspline_local_polynomials
+from kangnn.utils import fall_back
 
 SOURCE = Path(__file__).with_name("csrc") / "bspline.cpp"
 MAX_ORDER = 7  # the orders compiled in (the kernel's switch)
@@ -108,11 +108,11 @@ def _library() -> ctypes.CDLL | None:
             raise RuntimeError("no C++ compiler found (set $CXX)")
         lib = ctypes.CDLL(str(_build(cxx)))
     except Exception as err:  # noqa: BLE001 - any build failure means: use the compiled kernels
-        _state["failed"] = f"{type(err).__name__}: {err}".splitlines()[0]
-        warnings.warn(
-            f"kangnn: the native B-spline kernels could not be built ({_state['failed']}); "
+        fall_back(
+            _state,
+            err,
+            "the native B-spline kernels could not be built",
             "using the torch.compile'd kernels (KANGNN_NATIVE=0 skips the attempt)",
-            RuntimeWarning,
             stacklevel=4,
         )
         return None
