@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The full comparison of one dataset and conv, as committed under experiments/results/<dataset>/:
-#   1. kangnn tune: the KAN and its MLP twin (two processes, 1 thread each), then chemprop, the
-#      same number of trials each, every trial cut to TUNE_EPOCHS epochs, selection on validation;
-#   2. kangnn compare of the tuned pair with chemprop (defaults and tuned) over SEEDS seeds, two
-#      runs at a time.
+#   1. kangnn tune: the KAN and its MLP twin (two processes, 1 thread each) and, with
+#      CHEMPROP=1, chemprop: the same number of trials each, every trial cut to TUNE_EPOCHS
+#      epochs, selection on validation;
+#   2. kangnn compare of the tuned pair over SEEDS seeds, two runs at a time; with CHEMPROP=1
+#      also chemprop at its defaults and tuned (the rows come from one conv's comparison per
+#      dataset: `kangnn report` refuses a model found in two summaries).
 # Every step is resumable: run the same command again to continue where it stopped.
 #
-#   bash experiments/verdict.sh esol dmpnn        # TRIALS=12 SEEDS=6 TUNE_EPOCHS=80 by default
+#   CHEMPROP=1 bash experiments/verdict.sh esol gine   # TRIALS=12 SEEDS=6 TUNE_EPOCHS=80
+#   bash experiments/verdict.sh esol dmpnn
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?usage: experiments/verdict.sh DATASET [CONV]}
@@ -17,11 +20,16 @@ kangnn=${KANGNN:-.venv/bin/kangnn}
 export OMP_NUM_THREADS=1
 tuned=experiments/results/$dataset/tune-$conv
 set_up=(model.conv="$conv" dataset.features=chemprop tune.epochs="${TUNE_EPOCHS:-80}")
+tune() { "$kangnn" tune "experiments/$dataset.yaml" --trials "$trials" --out "$tuned" "${set_up[@]}" "$@"; }
 
-"$kangnn" tune "experiments/$dataset.yaml" --models kan --trials "$trials" --out "$tuned" "${set_up[@]}" &
+tune --models kan &
 kan=$!
-"$kangnn" tune "experiments/$dataset.yaml" --models mlp --trials "$trials" --out "$tuned" "${set_up[@]}"
+tune --models mlp
 wait "$kan"
-"$kangnn" tune "experiments/$dataset.yaml" --models chemprop --trials "$trials" --out "$tuned" "${set_up[@]}"
-"$kangnn" compare "$tuned/best-kan.yaml" --with chemprop --seeds "$seeds" --jobs 2 \
+with=()
+if [ "${CHEMPROP:-0}" = 1 ]; then
+  tune --models chemprop
+  with=(--with chemprop)
+fi
+"$kangnn" compare "$tuned/best-kan.yaml" "${with[@]}" --seeds "$seeds" --jobs 2 \
   --out "experiments/results/$dataset/$conv"
