@@ -86,9 +86,14 @@ def tuned_compare(esol_root, config_file, tmp_path_factory):
     """`kangnn tune --models chemprop` (2 trials), then `kangnn compare best-chemprop.yaml
     --with chemprop`, run from an empty working directory with an empty HOME."""
     _needs_chemprop()
+    from kangnn.kan import native
+
     work = tmp_path_factory.mktemp("work")
     mp = pytest.MonkeyPatch()
     mp.chdir(work)
+    # The native kernels stay where they are cached: the child runs must not build them into
+    # the empty HOME (it must stay empty).
+    mp.setenv("KANGNN_CACHE", str(native._cache_dir().parent))
     mp.setenv("HOME", str(work / "home"))
     from kangnn.kan import fused
 

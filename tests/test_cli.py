@@ -354,6 +354,24 @@ def test_compare_continues_an_interrupted_comparison(
         cmp.compare(load_config(config_file, [*overrides, "compare.isolate=false"]), jobs=2)
 
 
+def test_compare_summary_describes_each_tuned_model(esol_root, config_file, tmp_path):
+    """A tuned pair with its own architecture per model: the summary describes each model from
+    its own config, with the parameters each run really had."""
+    from kangnn.config import load_config
+    from kangnn.train.compare import compare
+
+    overrides = [f"dataset.root={esol_root}", f"output_dir={tmp_path}", *TINY, "train.epochs=1"]
+    cfg = load_config(config_file, [*overrides, "compare.isolate=false"])
+    cfg.compare.model_overrides = {"mlp": ["model.num_layers=1", "train.lr=0.002"]}
+    result = compare(cfg, seeds=1, out_dir=tmp_path / "cmp")
+    md = (result.out_dir / "summary.md").read_text()
+    kan, mlp = result.rows[0], result.rows[1]
+    assert "- KAN: 2 x gine layers, 16 channels" in md and f"{kan['params']:,} parameters" in md
+    assert "- MLP: 1 x gine layers, 16 channels" in md and f"{mlp['params']:,} parameters" in md
+    assert "lr 0.002" in md and "lr 0.001," in md
+    assert kan["function_width"] == 16 and kan["params"] > mlp["params"]
+
+
 def test_bench_model_forwards_its_arguments(esol_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
     code, stdout, err = run_cli(

@@ -33,7 +33,14 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from kangnn.config import FUNCTIONS, ConfigError, primary_metric, save_config, validate_config
+from kangnn.config import (
+    FUNCTIONS,
+    ConfigError,
+    for_model,
+    primary_metric,
+    save_config,
+    validate_config,
+)
 from kangnn.files import atomic_write_json, make_dirs
 from kangnn.reports import format_pm, markdown_table, plot_curves
 from kangnn.train.rundir import (
@@ -285,9 +292,9 @@ def compare(
     metric, mode = primary_metric(task)
     name = experiment_name(cfg)
     log(
-        f"{name}: {len(data.dataset)} molecules ({task}), conv {cfg.model.conv}; KAN "
-        f"{match.kan_params} parameters, MLP {match.mlp_params} (width "
-        f"{match.mlp_hidden_channels}, {match.rel_diff:+.2%}); seeds {seed_list}"
+        f"{name}: {len(data.dataset)} molecules ({task}), conv {cfg.model.conv}; MLP twin "
+        f"{match.mlp_params} parameters (width {match.mlp_hidden_channels}), matched to a KAN "
+        f"of its architecture: {match.kan_params} ({match.rel_diff:+.2%}); seeds {seed_list}"
     )
     del data
 
@@ -433,7 +440,9 @@ def _summarise(
     rows: list[dict[str, Any]] = []
     for model, rs in runs.items():
         if model in MODELS:
-            width = match.kan_hidden_channels if model == "kan" else match.mlp_hidden_channels
+            km = for_model(cfg, "kan").model
+            kan_width = km.function_hidden_channels or km.hidden_channels
+            width = kan_width if model == "kan" else match.mlp_hidden_channels
         else:
             width = rs[0]["chemprop"]["message_hidden_dim"]
         row: dict[str, Any] = {
@@ -563,6 +572,45 @@ def _table(rows: list[dict[str, Any]], metric_names: list[str], metric: str) -> 
     return markdown_table(header, body)
 
 
+def _setup_lines(cfg: DictConfig, runs: dict[str, list[dict[str, Any]]], match: Any) -> list[str]:
+    """Architecture, parameters and training of the pair: one description when both models share
+    them, one per model when tuning gave each its own (``compare.model_overrides``)."""
+    cfgs = {m: for_model(cfg, m) for m in MODELS}
+
+    def setup(c: DictConfig) -> dict[str, Any]:
+        m, t = c.model, c.train
+        return {
+            "arch": f"{m.num_layers} x {m.conv} layers, {m.hidden_channels} channels, "
+            f"{m.readout} readout, {m.norm} norm, dropout {m.dropout}",
+            "train": f"up to {t.epochs} epochs, batch {t.batch_size}, {t.optimizer} lr {t.lr:.4g}, "
+            f"weight decay {t.weight_decay:g}, {t.scheduler} schedule, early stopping patience "
+            f"{t.patience}",
+        }
+
+    kan, mlp = setup(cfgs["kan"]), setup(cfgs["mlp"])
+    km = cfgs["kan"].model
+    kan_fn = f"grid {km.grid_size}, order {km.spline_order}, {km.basis}"
+    params = {m: runs[m][0]["params"] for m in MODELS if runs.get(m)}
+    if kan == mlp:
+        return [
+            f"- Architecture: {kan['arch']}; only the hidden width of the message/update/head "
+            f"functions differs: KAN {match.kan_hidden_channels} ({kan_fn}) vs MLP "
+            f"{match.mlp_hidden_channels}.",
+            f"- Parameters: KAN {match.kan_params:,}, MLP {match.mlp_params:,} "
+            f"({match.rel_diff:+.2%}, tolerance {cfg.model.match_tolerance:.0%}).",
+            f"- Training: {kan['train']}.",
+        ]
+    return [
+        "- Each model has its own tuned configuration (`compare.model_overrides`, written by "
+        "`kangnn tune` with the same trial budget for both); the MLP's function width is matched "
+        f"to the parameter count of a KAN of the MLP's own architecture ({match.kan_params:,} vs "
+        f"{match.mlp_params:,}, {match.rel_diff:+.2%}).",
+        f"- KAN: {kan['arch']} ({kan_fn}); {params.get('kan', 0):,} parameters; {kan['train']}.",
+        f"- MLP: {mlp['arch']}, function width {match.mlp_hidden_channels}; "
+        f"{params.get('mlp', 0):,} parameters; {mlp['train']}.",
+    ]
+
+
 def _markdown(
     cfg: DictConfig,
     name: str,
@@ -601,16 +649,7 @@ def _markdown(
             and cfg.dataset.split_seed is None
             else ")"
         ),
-        f"- Architecture: {cfg.model.num_layers} x {cfg.model.conv} layers, "
-        f"{cfg.model.hidden_channels} channels, {cfg.model.readout} readout, {cfg.model.norm} "
-        "norm; only the hidden width of the message/update/head functions differs: KAN "
-        f"{match.kan_hidden_channels} "
-        f"(grid {cfg.model.grid_size}, order {cfg.model.spline_order}, {cfg.model.basis}) vs MLP "
-        f"{match.mlp_hidden_channels}.",
-        f"- Parameters: KAN {match.kan_params:,}, MLP {match.mlp_params:,} "
-        f"({match.rel_diff:+.2%}, tolerance {cfg.model.match_tolerance:.0%}).",
-        f"- Training: up to {cfg.train.epochs} epochs, batch {cfg.train.batch_size}, Adam lr "
-        f"{cfg.train.lr}, early stopping patience {cfg.train.patience}.",
+        *_setup_lines(cfg, runs, match),
         "",
         "Mean ± std (ddof=1) over seeds:",
         "",
