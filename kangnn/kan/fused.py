@@ -213,8 +213,9 @@ def _activation_into(x: Tensor, act: str, out: Tensor) -> None:
         out.copy_(x)
 
 
-def _activation_backward(g: Tensor, x: Tensor, act: str) -> Tensor:
-    """``g * act'(x)`` as a new contiguous tensor, by aten's own backward kernels."""
+def activation_backward(g: Tensor, x: Tensor, act: str) -> Tensor:
+    """``g * act'(x)`` as a new contiguous tensor, by aten's own backward kernels (the eager
+    path's and the native kernels' base-branch gradient)."""
     if act == "silu":
         out = torch.ops.aten.silu_backward(g, x)
     elif act == "gelu":
@@ -250,7 +251,7 @@ def input_grad(
     """``g[n, 0, p] act'(x[n, p]) + sum_i g[n, 1 + i, p] dB_i/dx (x[n, p])`` for ``g`` laid out
     like :func:`features`: the layer's input gradient from the gradient of its features."""
     if native.native_enabled(x, order):
-        grad_x = _activation_backward(g[:, : x.shape[1]], x, act)
+        grad_x = activation_backward(g[:, : x.shape[1]], x, act)
         native.add_spline_input_grad(x, g, shift, inv_h, num, order, grad_x)
         return grad_x
     return _run("input_grad", order, num, act, x, g, shift, inv_h)

@@ -98,17 +98,6 @@ def _bspline_product(
     return _with_activation(x, values, act) @ _function_major(weight, x.shape[1], num + 1).t()
 
 
-def _activation_grad(x: Tensor, grad: Tensor, act: str) -> Tensor:
-    if act == "silu":
-        s = torch.sigmoid(x)
-        return grad * s * (1 + x * (1 - s))
-    if act == "identity":
-        return grad.clone()
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_(True)
-        return torch.autograd.grad(_ACTIVATIONS[act](xr), xr, grad)[0]
-
-
 def _add_weight_grad(grad_w: Tensor, grad_out: Tensor, feats: Tensor) -> None:
     """``grad_w += grad_out^T @ feats``; under mixed precision the product runs in the output's
     dtype and is accumulated in the weight's."""
@@ -158,8 +147,6 @@ def _fused_forward(ctx, x, weight, basis, cols, act, dtype) -> Tensor | None:
             out = torch.mm(feats_c, wt)
         else:
             torch.mm(feats_c, wt, out=out[b])
-    if out is None:  # no rows
-        out = x.new_empty(0, weight.shape[0], dtype=dtype)
     ctx.save_for_backward(x, weight, *([feats] if _keep(ctx, blocks, feats) else []))
     return out
 
@@ -297,7 +284,7 @@ class _KANLinearFn(torch.autograd.Function):
                 feats = None
             if need_x:
                 g = gb.mm(wpad).to(x.dtype)
-                gx = _activation_grad(xb, g[:, 0 : P * S : S], act)
+                gx = fused.activation_backward(g[:, 0 : P * S : S], xb, act)
                 if spline:
                     g[:, 0 : P * S : S] = 0  # the columns absent B-splines point at
                     gx += basis.gather_grad(g, *located, layout)

@@ -334,7 +334,7 @@ def compare(
             metrics = json.loads((run_dir / METRICS_FILE).read_text())
             log(f"  seed {seed} {shown}: finished in an earlier call, kept")
         else:
-            remove_tree(run_dir)  # an interrupted run: trained again from scratch
+            remove_tree(staging_dir(run_dir))  # an interrupted run: trained again from scratch
             metrics = run_one(run_cfg, run_dir, splits[seed], label)
             _log_run(log, seed, shown, metric, metrics, t0)
         metrics["run_dir"] = str(Path("runs") / run_dir.name)
