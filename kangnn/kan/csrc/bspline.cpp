@@ -6,6 +6,7 @@
 // t = v - m (M: kangnn.kan.basis._bspline_local_polynomials). Each row is computed as dense
 // planes over the inputs p, a SIMD register of inputs at a time (vector extensions): the k + 1
 // polynomial values stay in registers while the row's K functions select from them.
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #ifdef _OPENMP
@@ -61,32 +62,24 @@ struct Rows {
     return m - T(k);
   }
 
-  // The first n lanes from p (the rest zero) / into p: n = L but for a row's last inputs.
-  template <bool Full>
-  static inline V load(const T *p, int64_t n) {
-    V v = V{};
-    std::memcpy(&v, p, (Full ? L : n) * sizeof(T));
-    return v;
-  }
-  template <bool Full>
-  static inline void store(T *p, const V &v, int64_t n) {
-    std::memcpy(p, &v, (Full ? L : n) * sizeof(T));
+  template <int D>
+  static inline T locate1(T x, T s, T h, T top, const T (&c)[k + 1][k + 1], T (&w)[k + 1]) {
+    T v = x * h + s;
+    v = v < T(-1) ? T(-1) : (v > top ? top : v);
+    const T m = std::floor(v);
+    const T t = v - m;
+    for (int r = 0; r <= k; r++) {
+      T acc = c[D][r];
+      for (int d = D - 1; d >= 0; d--) acc = acc * t + c[d][r];
+      w[r] = acc;
+    }
+    return m - T(k);
   }
 
-  // The K functions of n inputs from p of one row.
-  template <bool Full>
-  static inline void feature_lanes(const T *xr, const T *shift, const T *inv_h, T *orow,
-                                   int64_t p, int64_t n, int64_t P, int K, T top,
-                                   const T (&c)[k + 1][k + 1]) {
-    V w[k + 1];
-    const V first = locate<k>(load<Full>(xr + p, n), load<Full>(shift + p, n),
-                              load<Full>(inv_h + p, n), top, c, w);
-    for (int i = 0; i < K; i++) {
-      const V d = T(i) - first;
-      V val = V{};
-      for (int r = 0; r <= k; r++) val = d == T(r) ? w[r] : val;
-      store<Full>(orow + int64_t(i + 1) * P + p, val, n);
-    }
+  static inline V load(const T *p) {
+    V v;
+    std::memcpy(&v, p, sizeof(V));
+    return v;
   }
 
   static void features(const T *x, const T *shift, const T *inv_h, int64_t n0, int64_t n1,
@@ -98,40 +91,66 @@ struct Rows {
       const T *xr = x + n * P;
       T *orow = out + n * (K + 1) * P;
       int64_t p = 0;
-      for (; p + L <= P; p += L) feature_lanes<true>(xr, shift, inv_h, orow, p, L, P, K, top, c);
-      if (p < P) feature_lanes<false>(xr, shift, inv_h, orow, p, P - p, P, K, top, c);
+      for (; p + L <= P; p += L) {
+        V w[k + 1];
+        const V first = locate<k>(load(xr + p), load(shift + p), load(inv_h + p), top, c, w);
+        for (int i = 0; i < K; i++) {
+          const V d = T(i) - first;
+          V val = V{};
+          for (int r = 0; r <= k; r++) val = d == T(r) ? w[r] : val;
+          std::memcpy(orow + int64_t(i + 1) * P + p, &val, sizeof(V));
+        }
+      }
+      for (; p < P; p++) {
+        T w[k + 1];
+        const T first = locate1<k>(xr[p], shift[p], inv_h[p], top, c, w);
+        for (int i = 0; i < K; i++) {
+          const T d = T(i) - first;
+          T val = 0;
+          for (int r = 0; r <= k; r++) val = d == T(r) ? w[r] : val;
+          orow[int64_t(i + 1) * P + p] = val;
+        }
+      }
     }
   }
 
-  // grad_x[n, p] += inv_h[p] * sum_i g[n, (i + 1) P + p] dB_i/dv for n inputs from p of a row.
-  template <bool Full>
-  static inline void grad_lanes(const T *xr, const T *grow, const T *shift, const T *inv_h,
-                                T *gx, int64_t p, int64_t n, int64_t P, int K, T top,
-                                const T (&c)[k + 1][k + 1]) {
-    V w[k + 1];
-    const V hv = load<Full>(inv_h + p, n);
-    const V first = locate<k - 1>(load<Full>(xr + p, n), load<Full>(shift + p, n), hv, top, c, w);
-    V acc = V{};
-    for (int i = 0; i < K; i++) {
-      const V d = T(i) - first;
-      V val = V{};
-      for (int r = 0; r <= k; r++) val = d == T(r) ? w[r] : val;
-      acc += load<Full>(grow + int64_t(i + 1) * P + p, n) * val;
-    }
-    store<Full>(gx + p, load<Full>(gx + p, n) + acc * hv, n);
-  }
-
+  // grad_x[n, p] += inv_h[p] * sum_i g[n, (i + 1) P + p] dB_i/dv at x[n, p].
   static void input_grad(const T *x, const T *g, const T *shift, const T *inv_h, int64_t n0,
                          int64_t n1, int64_t P, int K, const double *M, T *grad_x) {
     T c[k + 1][k + 1];
     coefficients<k - 1>(M, c);
     const T top = T(K + k + 1);
     for (int64_t n = n0; n < n1; n++) {
-      const T *xr = x + n * P, *grow = g + n * (K + 1) * P;
+      const T *xr = x + n * P;
+      const T *grow = g + n * (K + 1) * P;
       T *gx = grad_x + n * P;
       int64_t p = 0;
-      for (; p + L <= P; p += L) grad_lanes<true>(xr, grow, shift, inv_h, gx, p, L, P, K, top, c);
-      if (p < P) grad_lanes<false>(xr, grow, shift, inv_h, gx, p, P - p, P, K, top, c);
+      for (; p + L <= P; p += L) {
+        V w[k + 1];
+        const V hv = load(inv_h + p);
+        const V first = locate<k - 1>(load(xr + p), load(shift + p), hv, top, c, w);
+        V acc = V{};
+        for (int i = 0; i < K; i++) {
+          const V d = T(i) - first;
+          V val = V{};
+          for (int r = 0; r <= k; r++) val = d == T(r) ? w[r] : val;
+          acc += load(grow + int64_t(i + 1) * P + p) * val;
+        }
+        const V out = load(gx + p) + acc * hv;
+        std::memcpy(gx + p, &out, sizeof(V));
+      }
+      for (; p < P; p++) {
+        T w[k + 1];
+        const T first = locate1<k - 1>(xr[p], shift[p], inv_h[p], top, c, w);
+        T acc = 0;
+        for (int i = 0; i < K; i++) {
+          const T d = T(i) - first;
+          T val = 0;
+          for (int r = 0; r <= k; r++) val = d == T(r) ? w[r] : val;
+          acc += grow[int64_t(i + 1) * P + p] * val;
+        }
+        gx[p] += acc * inv_h[p];
+      }
     }
   }
 };
