@@ -582,7 +582,7 @@ def test_resumed_run_continues_batch_order_and_schedule(paired_runs, esol_root, 
 
 # ----------------------------------------------------------------------------- reproducibility
 
-COMMITTED_RUN = Path("experiments/results/esol/runs/kan-s0")
+COMMITTED_RUN = Path("experiments/previous-release/esol/runs/kan-s0")
 
 
 def test_committed_run_config_retrains_identically_and_records_its_environment(esol_root, tmp_path):
