@@ -190,3 +190,41 @@ def test_a_study_folder_refuses_another_config(study, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "model.hidden_channels 8 there, 16 now" in err and len(err.strip().splitlines()) == 1
+
+
+def _open_at_barrier(cfg, model: str, storage: str, barrier, results) -> None:
+    from kangnn.train.tune import _open_studies, search_space
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    barrier.wait()
+    try:
+        _open_studies(cfg, {model: search_space(cfg, model)}, storage, "min")
+        results.put("ok")
+    except Exception as err:  # the race shows as sqlalchemy/sqlite errors
+        results.put(f"{model}: {type(err).__name__}: {str(err).splitlines()[0]}")
+
+
+def test_two_processes_opening_a_new_study_folder_at_once(tmp_path):
+    """experiments/verdict.sh starts `kangnn tune --models kan` and `--models mlp` together on
+    a new folder; unguarded, Optuna's schema creation races in about 4 rounds of 10."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    cfg = load_config(_config(tmp_path), TINY)
+    failures = []
+    for round_ in range(8):
+        folder = tmp_path / f"round{round_}"
+        folder.mkdir()
+        storage = f"sqlite:///{(folder / 'optuna.db').absolute()}"
+        barrier, results = ctx.Barrier(2), ctx.Queue()
+        procs = [
+            ctx.Process(target=_open_at_barrier, args=(cfg, m, storage, barrier, results))
+            for m in ("kan", "mlp")
+        ]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        failures += [r for r in (results.get(timeout=5) for _ in procs) if r != "ok"]
+        assert set(optuna.get_all_study_names(storage)) == {"kan", "mlp"}
+    assert not failures, failures

@@ -32,6 +32,7 @@ register itself there.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib
 import importlib.util
@@ -40,7 +41,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,35 @@ def _same_config(study: Any, fingerprint: dict[str, str]) -> list[str]:
     one of them has, e.g. from a newer schema, are not compared)."""
     known = json.loads(study.user_attrs.get("config", "{}"))
     return sorted(k for k in known.keys() & fingerprint.keys() if known[k] != fingerprint[k])
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``folder`` (POSIX ``flock``) for the ``with`` block;
+    a no-op where ``fcntl`` is missing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def _open_studies(
+    cfg: DictConfig, spaces: dict[str, list[dict[str, Any]]], storage: str, mode: str
+) -> dict[str, Any]:
+    """The study of each model in ``spaces``, created or loaded from ``storage``."""
+    # One process per model may open a new optuna.db at the same moment (experiments/verdict.sh
+    # does): Optuna's schema creation races ("table studies already exists"), so take turns.
+    with _folder_lock(Path(storage.removeprefix("sqlite:///")).parent):
+        return {
+            m: _open_study(cfg, m, storage, mode, _fingerprint(cfg, s)) for m, s in spaces.items()
+        }
 
 
 def _open_study(
@@ -584,7 +614,7 @@ def tune(
     metric, mode = primary_metric(data.task)
     out.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(out / DB_FILE).absolute()}"
-    studies = {m: _open_study(cfg, m, storage, mode, _fingerprint(cfg, spaces[m])) for m in models}
+    studies = _open_studies(cfg, spaces, storage, mode)
     log(
         f"{name}: tuning {', '.join(models)} with {n_trials} trials each on validation {metric} "
         f"({len(data.split['train'])}/{len(data.split['val'])} train/val molecules); {out}"
