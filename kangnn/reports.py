@@ -218,11 +218,23 @@ def _per_seed(summary_path: Path, summary: Mapping[str, Any], model: str) -> dic
     return out
 
 
+def _is_tuning(path: Path) -> bool:
+    """Whether ``path`` is the ``summary.json`` of a ``kangnn tune`` study, not a comparison."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False  # reported as a broken comparison summary
+    return (
+        isinstance(summary, dict) and "rows" not in summary and {"trials", "best"} <= set(summary)
+    )
+
+
 def load_results(results_dir: str | Path, datasets: Sequence[str] | None = None) -> list[dict]:
     """Collect the comparisons under ``results_dir``: one entry per dataset folder.
 
     Each ``<results_dir>/<dataset>/summary.json`` and ``<results_dir>/<dataset>/*/summary.json``
-    (one comparison per conv, say; train chemprop with only one of them) contributes its rows.
+    (one comparison per conv, say; train chemprop with only one of them) contributes its rows;
+    the ``summary.json`` of a ``kangnn tune`` folder beside them is skipped.
 
     Returns
     -------
@@ -241,17 +253,18 @@ def load_results(results_dir: str | Path, datasets: Sequence[str] | None = None)
         raise FileNotFoundError(2, "No such directory", str(root))
     names = list(datasets) if datasets else None
     if names is None:
-        found = sorted(p.parent.name for p in root.glob("*/summary.json"))
-        found += sorted(p.parent.parent.name for p in root.glob("*/*/summary.json"))
+        found = {p.parent.name for p in root.glob("*/summary.json") if not _is_tuning(p)}
+        found |= {p.parent.parent.name for p in root.glob("*/*/summary.json") if not _is_tuning(p)}
         names = [d for d in RESULTS_ORDER if d in found]
-        names += sorted({d for d in found if d not in RESULTS_ORDER})
+        names += sorted(d for d in found if d not in RESULTS_ORDER)
     out = []
     for name in names:
         folder = root / name
         paths = [folder / "summary.json"] if (folder / "summary.json").is_file() else []
         paths += sorted(folder.glob("*/summary.json"))
+        paths = [p for p in paths if not _is_tuning(p)]  # `kangnn tune` folders sit beside
         if not paths:
-            raise FileNotFoundError(2, "No summary.json for this dataset", str(folder))
+            raise FileNotFoundError(2, "No comparison summary.json for this dataset", str(folder))
         entry: dict[str, Any] = {"dataset": name, "models": []}
         seen: dict[str, Path] = {}
         for path in paths:

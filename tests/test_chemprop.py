@@ -400,6 +400,11 @@ def test_report_renders_planted_results(tmp_path, capsys):
     }
     (tmp_path / "esol" / "dmpnn").mkdir()
     (tmp_path / "esol" / "dmpnn" / "summary.json").write_text(json.dumps(_summary(d_rows, d_seed)))
+    # `kangnn tune` folders beside the comparisons (one dataset has nothing but its tuning)
+    tuning = {"metric": "rmse", "mode": "min", "trials": 12, "best": {}, "space": {}}
+    for folder in ("esol/tune-gine", "freesolv/tune-dmpnn"):
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "summary.json").write_text(json.dumps(tuning))
     out = tmp_path / "results.md"
     code, stdout, err = run_cli(["report", tmp_path, "--output", out], capsys)
     assert code == 0, err
@@ -427,6 +432,8 @@ def test_report_renders_planted_results(tmp_path, capsys):
     (tmp_path / "bace" / "summary.json").write_text("{}")
     code, _, err = run_cli(["report", tmp_path], capsys)
     assert_user_error(code, err, "bace/summary.json", "not a kangnn summary.json")
+    code, _, err = run_cli(["report", tmp_path, "--datasets", "freesolv"], capsys)
+    assert_user_error(code, err, "No comparison summary.json", "freesolv")
     # one model in two comparisons of a dataset: which to show is not guessed
     (tmp_path / "esol" / "again").mkdir()
     (tmp_path / "esol" / "again" / "summary.json").write_text(json.dumps(_summary(rows, per_seed)))
