@@ -211,7 +211,6 @@ def test_two_processes_opening_a_new_study_folder_at_once(tmp_path):
 
     ctx = multiprocessing.get_context("fork")
     cfg = load_config(_config(tmp_path), TINY)
-    failures = []
     for round_ in range(8):
         folder = tmp_path / f"round{round_}"
         folder.mkdir()
@@ -225,6 +224,6 @@ def test_two_processes_opening_a_new_study_folder_at_once(tmp_path):
             p.start()
         for p in procs:
             p.join(60)
-        failures += [r for r in (results.get(timeout=5) for _ in procs) if r != "ok"]
+        failures = [r for r in (results.get(timeout=5) for _ in procs) if r != "ok"]
+        assert not failures, (round_, failures)
         assert set(optuna.get_all_study_names(storage)) == {"kan", "mlp"}
-    assert not failures, failures
