@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 # The models and the function kinds are named where they are defined; the config only checks
 # against those names. (``import kangnn`` loads both modules already, so this costs nothing.)
+from kangnn.data.descriptors import DESCRIPTOR_SETS
 from kangnn.models.gnn import CONV_REGISTRY
 from kangnn.nn.functions import FUNCTIONS
 
@@ -74,6 +75,9 @@ class DatasetConfig:
     task: str | None = None  # regression | classification; null = the dataset's own
     skip_invalid: bool = False  # drop SMILES RDKit cannot parse instead of failing
     features: str = "ogb"  # ogb | rich | chemprop (see kangnn.data.featurize)
+    # null | rdkit2d: whole-molecule descriptors fed to the model head and to chemprop
+    # (see kangnn.data.descriptors)
+    descriptors: str | None = None
     split: str = "scaffold"  # scaffold | balanced_scaffold | random | column | path/splits.json
     split_sizes: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
     split_seed: int | None = None  # null = the run's seed (matters for random/balanced splits)
@@ -387,6 +391,8 @@ def validate_config(cfg: DictConfig) -> None:
         _choice(d.split, "dataset.split", SPLITS)
     if d.task is not None:
         _choice(d.task, "dataset.task", TASKS)
+    if d.get("descriptors") is not None:
+        _choice(d.descriptors, "dataset.descriptors", DESCRIPTOR_SETS)
     if d.split == "column" and not d.split_column:
         raise ConfigError("dataset.split=column needs dataset.split_column")
     sizes = list(d.split_sizes)

@@ -186,11 +186,18 @@ RESULTS_ORDER = ("esol", "freesolv", "lipo", "bace", "bbbp", "clintox", "hiv")
 EXTERNAL_MODELS = ("chemprop", "chemprop-tuned")
 
 
+def _variant(row: Mapping[str, Any]) -> str:
+    """``conv``, with ``+<descriptor set>`` for a model whose head also sees descriptors."""
+    d = row.get("descriptors")
+    return f"{row.get('conv', '')}+{d}" if d else str(row.get("conv", ""))
+
+
 def _model_label(row: Mapping[str, Any]) -> str:
     model = str(row["model"])
+    d = row.get("descriptors")
     if model in EXTERNAL_MODELS:
-        return model
-    return f"{model.upper()} {row.get('conv', '')}".strip()
+        return f"{model}+{d}" if d else model
+    return f"{model.upper()} {_variant(row)}".strip()
 
 
 def _per_seed(summary_path: Path, summary: Mapping[str, Any], model: str) -> dict[int, dict]:
@@ -361,7 +368,7 @@ def results_table(results_dir: str | Path, datasets: Sequence[str] | None = None
         kangnn = [m for m in e["models"] if m["row"]["model"] not in EXTERNAL_MODELS]
         won_twin = False
         for kan in (m for m in kangnn if m["row"]["model"] == "kan"):
-            mlp = by_label.get(f"MLP {kan['row'].get('conv', '')}".strip())
+            mlp = by_label.get(f"MLP {_variant(kan['row'])}".strip())
             if mlp is None:
                 continue
             k, b = kan["row"].get(f"test_{metric}_mean"), mlp["row"].get(f"test_{metric}_mean")
@@ -371,7 +378,7 @@ def results_table(results_dir: str | Path, datasets: Sequence[str] | None = None
             twin_rows.append(
                 [
                     e["dataset"],
-                    kan["row"].get("conv", ""),
+                    _variant(kan["row"]),
                     format_pm(k, kan["row"].get(f"test_{metric}_std")),
                     format_pm(b, mlp["row"].get(f"test_{metric}_std")),
                     "n/a" if better is None else ("KAN" if better else "MLP"),

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import global_add_pool, global_max_pool, global_mean_pool
 
+from kangnn.models.descriptors import QuantileNormal
 from kangnn.nn import (
     KANDMPNNConv,
     KANGatedConv,
@@ -81,6 +82,11 @@ def _norm(kind: str, channels: int) -> nn.Module:
 class MoleculeGNN(nn.Module):
     r"""Atom/bond encoders → L residual message-passing layers → readout → head.
 
+    With ``num_descriptors > 0`` the head also sees each molecule's descriptors
+    (``data.descriptors`` ``[num_graphs, D]``, :mod:`kangnn.data.descriptors`) as normal scores
+    (:class:`~kangnn.models.descriptors.QuantileNormal`, fitted by :meth:`fit_descriptors`),
+    concatenated to the normalised graph embedding, as chemprop's extra molecule features are.
+
     Each layer is pre-normalised, ``h ← h + dropout(conv(norm(h)))``, so every KAN function sees
     standardised inputs (B-spline grids cover ``[-1, 1]``); the pooled graph embedding is
     normalised again before the head. ``function`` (``"kan"`` or ``"mlp"``) sets the learnable
@@ -121,6 +127,8 @@ class MoleculeGNN(nn.Module):
         Number of layers of each function (>= 2 for parameter matching to have a width to set).
     aggr:
         Neighbourhood aggregation of the convs.
+    num_descriptors:
+        Width ``D`` of ``data.descriptors`` (0: the head sees the graph embedding only).
     **kan_options:
         KAN options (``grid_size``, ``spline_order``, ``basis``, ``grid_range``, and
         ``layer_norm`` inside each KAN function, see :class:`~kangnn.nn.KANFunction`); ignored
@@ -149,6 +157,7 @@ class MoleculeGNN(nn.Module):
         function_hidden_channels: int | None = None,
         function_layers: int = 2,
         aggr: str = "sum",
+        num_descriptors: int = 0,
         **kan_options: Any,
     ) -> None:
         super().__init__()
@@ -189,9 +198,13 @@ class MoleculeGNN(nn.Module):
         )
         self.out_norm = _norm(norm, hidden_channels)
         self.graph_norm = _norm(norm, hidden_channels)
+        self.num_descriptors = int(num_descriptors)
+        self.descriptor_norm = (
+            QuantileNormal(self.num_descriptors) if self.num_descriptors > 0 else None
+        )
         self.head = build_function(
             function,
-            hidden_channels,
+            hidden_channels + self.num_descriptors,
             num_tasks,
             hidden_channels=width,
             num_layers=function_layers,
@@ -250,8 +263,26 @@ class MoleculeGNN(nn.Module):
             num_graphs = int(batch.max()) + 1 if batch.numel() else 1
         g = READOUTS[self.readout](x, batch, size=num_graphs)
         g = self.graph_norm(g)
+        if self.descriptor_norm is not None:
+            g = torch.cat([g, self.descriptor_norm(self._descriptors(data))], dim=-1)
         g = nn.functional.dropout(g, self.dropout, self.training)
         return self.head(g)
+
+    def _descriptors(self, data: Any) -> Tensor:
+        d = getattr(data, "descriptors", None)
+        if d is None:
+            raise ValueError(
+                f"the model was built with num_descriptors={self.num_descriptors} but the batch "
+                "has no `descriptors` (kangnn.data.descriptors.add_descriptors)"
+            )
+        return d.view(-1, self.num_descriptors).float()
+
+    @torch.no_grad()
+    def fit_descriptors(self, descriptors: Tensor) -> None:
+        """Fit the descriptor normalisation on the training molecules' ``[N, D]`` descriptors."""
+        if self.descriptor_norm is None:
+            raise ValueError("the model has no descriptor input (num_descriptors=0)")
+        self.descriptor_norm.fit(descriptors)
 
     @torch.no_grad()
     def init_grids(self, data: Any, **update_grid_kwargs: Any) -> int:

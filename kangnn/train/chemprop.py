@@ -147,11 +147,18 @@ def _featurizer(cp: Any, mode: str) -> Any:
     )
 
 
-def _datapoints(cp: Any, smiles: Sequence[str], y: np.ndarray, part: Sequence[int]) -> list:
+def _datapoints(
+    cp: Any,
+    smiles: Sequence[str],
+    y: np.ndarray,
+    part: Sequence[int],
+    x_d: np.ndarray | None = None,
+) -> list:
     points = []
     for i in part:
+        extra = {} if x_d is None else {"x_d": x_d[i]}
         try:
-            points.append(cp.data.MoleculeDatapoint.from_smi(smiles[i], y[i]))
+            points.append(cp.data.MoleculeDatapoint.from_smi(smiles[i], y[i], **extra))
         except RuntimeError as err:  # chemprop's make_mol: RDKit returned None
             raise DataError(
                 f"molecule {i} ({smiles[i]!r}): chemprop cannot read it ({err})"
@@ -159,7 +166,31 @@ def _datapoints(cp: Any, smiles: Sequence[str], y: np.ndarray, part: Sequence[in
     return points
 
 
-def _model(cp: Any, cfg: DictConfig, featurizer: Any, task: str, n_tasks: int, scaler: Any):
+def _descriptor_inputs(data: Any) -> np.ndarray | None:
+    """The descriptors kangnn's model head sees (normal scores fitted on train), or ``None``.
+
+    chemprop gets these very values as its extra molecule features ``x_d``, so both sides see
+    the same inputs; chemprop's own ``X_d`` scaler is not used (it cannot take NaN).
+    """
+    from kangnn.models.descriptors import QuantileNormal
+
+    raw = data.descriptors("train")
+    if raw is None:
+        return None
+    full = data.dataset._data.descriptors
+    norm = QuantileNormal(full.size(1)).fit(raw)
+    return norm(full).double().numpy()
+
+
+def _model(
+    cp: Any,
+    cfg: DictConfig,
+    featurizer: Any,
+    task: str,
+    n_tasks: int,
+    scaler: Any,
+    x_d_dim: int = 0,
+):
     s = cfg.chemprop
     mp = cp.nn.BondMessagePassing(
         featurizer.atom_fdim,
@@ -177,7 +208,7 @@ def _model(cp: Any, cfg: DictConfig, featurizer: Any, task: str, n_tasks: int, s
         agg = cp.nn.SumAggregation()
     kwargs: dict[str, Any] = dict(
         n_tasks=n_tasks,
-        input_dim=mp.output_dim,
+        input_dim=mp.output_dim + x_d_dim,
         hidden_dim=s.ffn_hidden_dim,
         n_layers=s.ffn_num_layers,
         dropout=s.dropout,
@@ -341,8 +372,9 @@ def train_chemprop(
         save_config(cfg, staging / CONFIG_FILE)
         atomic_write_json(staging / SPLITS_FILE, {**part, "n": len(smiles)})
         featurizer = _featurizer(cp, s.atom_features)
+        x_d = _descriptor_inputs(data)
         sets = {
-            k: cp.data.MoleculeDataset(_datapoints(cp, smiles, y, v), featurizer)
+            k: cp.data.MoleculeDataset(_datapoints(cp, smiles, y, v, x_d), featurizer)
             for k, v in part.items()
         }
         scaler = None
@@ -353,7 +385,8 @@ def train_chemprop(
 
         seed = int(cfg.seed)
         L.seed_everything(seed, workers=True, verbose=False)
-        model = _model(cp, cfg, featurizer, task, n_tasks, scaler)
+        x_d_dim = 0 if x_d is None else x_d.shape[1]
+        model = _model(cp, cfg, featurizer, task, n_tasks, scaler, x_d_dim)
         build = cp.data.build_dataloader
         train_loader = build(sets["train"], s.batch_size, 0, seed=seed, drop_last=s.batch_norm)
         loaders = {

@@ -448,6 +448,8 @@ def _summarise(
         row: dict[str, Any] = {
             "model": model,
             "conv": cfg.model.conv if model in MODELS else rs[0]["conv"],
+            # the same inputs for every row of a comparison (chemprop gets them as x_d)
+            "descriptors": cfg.dataset.get("descriptors"),
             "params": rs[0]["params"],
             "function_width": width,
             "n_seeds": len(rs),

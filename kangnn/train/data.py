@@ -19,8 +19,15 @@ from kangnn.data import (
     load_split,
     make_split,
 )
+from kangnn.data.descriptors import add_descriptors, descriptor_names
 
-__all__ = ["MoleculeDataModule", "PreparedData", "prepare_data", "split_seed"]
+__all__ = [
+    "MoleculeDataModule",
+    "PreparedData",
+    "num_descriptors",
+    "prepare_data",
+    "split_seed",
+]
 
 
 def split_seed(cfg: DictConfig) -> int:
@@ -53,6 +60,11 @@ class PreparedData:
     def part(self, name: str) -> MoleculeDataset:
         return self.dataset[self.split[name]]
 
+    def descriptors(self, name: str) -> torch.Tensor | None:
+        """The descriptors ``[n, D]`` of one part, or ``None`` without descriptors."""
+        x = getattr(self.dataset._data, "descriptors", None)
+        return None if x is None else x[torch.as_tensor(self.split[name], dtype=torch.long)]
+
 
 def load_from_config(cfg: DictConfig) -> MoleculeDataset:
     """Load the dataset a config names (built-in ``dataset.name`` or CSV ``dataset.path``)."""
@@ -67,13 +79,23 @@ def load_from_config(cfg: DictConfig) -> MoleculeDataset:
         target_columns=list(d.target_columns) if d.target_columns else None,
     )
     if d.path is not None:
-        return load_dataset(
+        dataset = load_dataset(
             path=d.path,
             smiles_column=d.smiles_column or "smiles",
             split_column=d.split_column if d.split == "column" else None,
             **kwargs,
         )
-    return load_dataset(d.name, **kwargs)
+    else:
+        dataset = load_dataset(d.name, **kwargs)
+    if d.get("descriptors"):
+        add_descriptors(dataset, d.descriptors)
+    return dataset
+
+
+def num_descriptors(cfg: DictConfig) -> int:
+    """Width of the descriptor input of the model ``cfg`` describes (0 without descriptors)."""
+    kind = cfg.dataset.get("descriptors")
+    return len(descriptor_names(kind)) if kind else 0
 
 
 def prepare_data(

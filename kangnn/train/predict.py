@@ -12,6 +12,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from kangnn.data import DataError, InvalidSmilesError, smiles_to_graph
+from kangnn.data.descriptors import cached_descriptors
 from kangnn.data.io import read_csv
 from kangnn.files import atomic_write
 
@@ -92,6 +93,11 @@ def predict_csv(
             rows.append(fields)
     if not graphs:
         raise DataError(f"{src}: no valid molecules to predict")
+    kind = cfg.dataset.get("descriptors")
+    if kind:
+        x = cached_descriptors([g.smiles for g in graphs], kind)
+        for g, row in zip(graphs, x, strict=True):
+            g.descriptors = row.unsqueeze(0)
     preds = predict_smiles(module, graphs, batch_size)
     names = metrics["target_names"]
 

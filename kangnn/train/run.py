@@ -34,7 +34,7 @@ from kangnn.data import feature_dims, load_split, write_invalid_rows
 from kangnn.files import atomic_write_json, make_dirs
 from kangnn.models import ParamMatch, match_mlp, model_kwargs
 from kangnn.train.callbacks import EpochTimer, GridFit, PeakMemory
-from kangnn.train.data import MoleculeDataModule, PreparedData, prepare_data
+from kangnn.train.data import MoleculeDataModule, PreparedData, num_descriptors, prepare_data
 from kangnn.train.environment import ENVIRONMENT_FILE, collect_environment
 from kangnn.train.metrics import make_metrics
 from kangnn.train.module import MoleculeModule
@@ -114,6 +114,7 @@ def resolve_model(cfg: DictConfig, data: PreparedData) -> tuple[dict[str, Any], 
     # The reference is the KAN of this config: with the MLP's width set by hand (as `compare`
     # does), model_kwargs of an MLP config would carry that width instead of the KAN's.
     kan_kwargs = model_kwargs(OmegaConf.merge(cfg.model, {"function": "kan"}))
+    kwargs["num_descriptors"] = kan_kwargs["num_descriptors"] = num_descriptors(cfg)
     match = match_mlp(
         kan_kwargs,
         atom_dims,
@@ -556,6 +557,11 @@ def train(
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     module = build_module(cfg, data, kwargs)
+    if module.model.descriptor_norm is not None:
+        train_descriptors = data.descriptors("train")
+        if train_descriptors is None:
+            raise ValueError("dataset.descriptors is set but the prepared data have none")
+        module.model.fit_descriptors(train_descriptors)
     stage = _stage(cfg, old_dir, run_dir, module, data)
     callbacks = [grid_fit_callback(cfg, data), *callbacks]
     return _fit(cfg, stage, data, module, match, old_dir, callbacks, log)
@@ -588,6 +594,7 @@ def load_run(
 
     atom_dims, bond_dims = feature_dims(cfg.dataset.features)
     kwargs = model_kwargs(cfg.model)
+    kwargs["num_descriptors"] = num_descriptors(cfg)
     if kwargs["function"] == "mlp" and kwargs["function_hidden_channels"] is None:
         kwargs["function_hidden_channels"] = match_mlp(
             kwargs, atom_dims, bond_dims, num_tasks, cfg.model.match_tolerance
