@@ -1,5 +1,6 @@
 """Molecule models: :class:`MoleculeGNN` and the parameter matching of its MLP baseline."""
 
+from kangnn.models.descriptors import QuantileNormal
 from kangnn.models.gnn import CONV_REGISTRY, READOUTS, FeatureEncoder, MoleculeGNN
 from kangnn.models.matching import (
     ParameterMatchError,
@@ -16,6 +17,7 @@ __all__ = [
     "MoleculeGNN",
     "ParamMatch",
     "ParameterMatchError",
+    "QuantileNormal",
     "build_model",
     "match_mlp",
     "model_kwargs",

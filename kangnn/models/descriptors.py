@@ -15,10 +15,11 @@ class QuantileNormal(nn.Module):
     data given to :meth:`fit` (linear between ``num_quantiles`` quantiles, a tied run of
     quantiles mapped to its middle probability) clipped to ``[p_min, 1 - p_min]``. Heavy-tailed
     descriptors (RDKit's ``Ipc`` reaches 1e30) become bounded and roughly Gaussian, which is what
-    a KAN grid on ``[-1, 1]``-ish inputs and an MLP alike want. Missing values (NaN) map to 0,
-    the median, and so does every value of a column that is constant (or missing) on the fitted
-data: the model could not have learned what a change there means. The quantiles are buffers, so checkpoints carry the fitted transform (as
-    sklearn's ``QuantileTransformer(output_distribution="normal")`` would, fitted on train only).
+    a KAN grid and an MLP alike want. Missing values (NaN) map to 0, the median, and so does
+    every value of a column that is constant (or missing) on the fitted data: the model could
+    not have learned what a change there means. The quantiles are buffers, so checkpoints carry
+    the fitted transform (as sklearn's ``QuantileTransformer(output_distribution="normal")``
+    would, fitted on train only).
 
     Parameters
     ----------
