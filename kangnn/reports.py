@@ -225,15 +225,28 @@ def _per_seed(summary_path: Path, summary: Mapping[str, Any], model: str) -> dic
     return out
 
 
-def _is_tuning(path: Path) -> bool:
-    """Whether ``path`` is the ``summary.json`` of a ``kangnn tune`` study, not a comparison."""
-    try:
-        summary = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return False  # reported as a broken comparison summary
-    return (
-        isinstance(summary, dict) and "rows" not in summary and {"trials", "best"} <= set(summary)
-    )
+def _read_summaries(paths: Sequence[Path]) -> list[tuple[Path, dict]]:
+    """Each comparison ``summary.json`` of ``paths`` with its parsed contents, read once; the
+    summary of a ``kangnn tune`` study (``trials`` and ``best``, no ``rows``) is skipped.
+
+    Raises
+    ------
+    ValueError
+        A file that is neither.
+    """
+    out = []
+    for path in paths:
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: not a kangnn summary.json ({err})") from None
+        is_dict = isinstance(summary, dict)
+        if is_dict and "rows" not in summary and {"trials", "best"} <= set(summary):
+            continue
+        if not is_dict or "rows" not in summary or "metric" not in summary:
+            raise ValueError(f"{path}: not a kangnn summary.json (no rows or metric)")
+        out.append((path, summary))
+    return out
 
 
 def load_results(results_dir: str | Path, datasets: Sequence[str] | None = None) -> list[dict]:
@@ -258,28 +271,34 @@ def load_results(results_dir: str | Path, datasets: Sequence[str] | None = None)
     root = Path(results_dir)
     if not root.is_dir():
         raise FileNotFoundError(2, "No such directory", str(root))
-    names = list(datasets) if datasets else None
-    if names is None:
-        found = {p.parent.name for p in root.glob("*/summary.json") if not _is_tuning(p)}
-        found |= {p.parent.parent.name for p in root.glob("*/*/summary.json") if not _is_tuning(p)}
-        names = [d for d in RESULTS_ORDER if d in found]
-        names += sorted(d for d in found if d not in RESULTS_ORDER)
+    if datasets:
+        paths = []
+        for name in datasets:
+            top = root / name / "summary.json"
+            paths += [top] if top.is_file() else []
+            paths += sorted((root / name).glob("*/summary.json"))
+    else:
+        paths = sorted(root.glob("*/summary.json")) + sorted(root.glob("*/*/summary.json"))
+    by_dataset: dict[str, list[tuple[Path, dict]]] = {}
+    for path, summary in _read_summaries(paths):  # `kangnn tune` folders sit beside, skipped
+        name = path.parent.name if path.parent.parent == root else path.parent.parent.name
+        by_dataset.setdefault(name, []).append((path, summary))
+    if datasets:
+        names = list(datasets)
+    else:
+        names = [d for d in RESULTS_ORDER if d in by_dataset]
+        names += sorted(d for d in by_dataset if d not in RESULTS_ORDER)
     out = []
     for name in names:
-        folder = root / name
-        paths = [folder / "summary.json"] if (folder / "summary.json").is_file() else []
-        paths += sorted(folder.glob("*/summary.json"))
-        paths = [p for p in paths if not _is_tuning(p)]  # `kangnn tune` folders sit beside
-        if not paths:
-            raise FileNotFoundError(2, "No comparison summary.json for this dataset", str(folder))
+        summaries = by_dataset.get(name)
+        if not summaries:
+            raise FileNotFoundError(
+                2, "No comparison summary.json for this dataset", str(root / name)
+            )
         entry: dict[str, Any] = {"dataset": name, "models": []}
         seen: dict[str, Path] = {}
-        for path in paths:
-            try:
-                summary = json.loads(path.read_text())
-                rows, metric = summary["rows"], summary["metric"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}: not a kangnn summary.json ({err})") from None
+        for path, summary in summaries:
+            rows, metric = summary["rows"], summary["metric"]
             if "metric" in entry and entry["metric"] != metric:
                 raise ValueError(f"{path}: metric {metric} differs from {entry['metric']}")
             entry.update(metric=metric, mode=summary["mode"], task=summary.get("task"))

@@ -40,7 +40,6 @@ def _needs_chemprop():
     )
 
 
-
 @pytest.fixture(scope="module")
 def esol_root(esol_subset) -> Path:
     return esol_subset(ESOL_ROWS)
@@ -400,6 +399,19 @@ def test_report_renders_planted_results(tmp_path, capsys):
     }
     (tmp_path / "esol" / "dmpnn").mkdir()
     (tmp_path / "esol" / "dmpnn" / "summary.json").write_text(json.dumps(_summary(d_rows, d_seed)))
+    # the same conv with molecule descriptors: rows of their own, paired among themselves
+    r_test = {m: rng.normal(1.0, 0.02, 6) for m in ("kan", "mlp", "chemprop")}
+    r_rows = [{**_row(m, "dmpnn", t, t + 0.2), "descriptors": "rdkit2d"} for m, t in r_test.items()]
+    r_seed = {
+        m: [
+            {"seed": s, "test": float(t), "val": 1.2} for s, t in zip(seeds, r_test[m], strict=True)
+        ]
+        for m in r_test
+    }
+    (tmp_path / "esol" / "dmpnn-rdkit2d").mkdir()
+    (tmp_path / "esol" / "dmpnn-rdkit2d" / "summary.json").write_text(
+        json.dumps(_summary(r_rows, r_seed))
+    )
     # `kangnn tune` folders beside the comparisons (one dataset has nothing but its tuning)
     tuning = {"metric": "rmse", "mode": "min", "trials": 12, "best": {}, "space": {}}
     for folder in ("esol/tune-gine", "freesolv/tune-dmpnn"):
@@ -411,7 +423,14 @@ def test_report_renders_planted_results(tmp_path, capsys):
     text = out.read_text()
     lines = text.splitlines()
     assert stdout.strip() == str(out)
-    assert sum(ln.startswith("| esol | rmse ↓ |") for ln in lines) == 6  # every model, once
+    assert sum(ln.startswith("| esol | rmse ↓ |") for ln in lines) == 9  # every model, once
+    for label in ("KAN dmpnn+rdkit2d", "MLP dmpnn+rdkit2d", "chemprop+rdkit2d"):
+        assert sum(f"| {label} |" in ln for ln in lines if ln.startswith("| esol | rmse")) == 1
+    rd = [ln for ln in lines if ln.startswith("| esol | dmpnn+rdkit2d |")][0].split(" | ")
+    p_rd = wilcoxon(r_test["kan"], r_test["mlp"]).pvalue
+    assert rd[5] == f"{p_rd:.3g}" and rd[4] == (
+        "KAN" if r_test["kan"].mean() < r_test["mlp"].mean() else "MLP"
+    )
     twin = [ln for ln in lines if ln.startswith("| esol | gine |")][0].split(" | ")
     p_twin = wilcoxon(vals["kan"][0], vals["mlp"][0]).pvalue
     assert twin[4] == "KAN" and twin[5] == f"{p_twin:.3g}" and twin[6].strip(" |") == "6"

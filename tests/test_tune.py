@@ -192,13 +192,13 @@ def test_a_study_folder_refuses_another_config(study, capsys):
     assert "model.hidden_channels 8 there, 16 now" in err and len(err.strip().splitlines()) == 1
 
 
-def _open_at_barrier(cfg, model: str, storage: str, barrier, results) -> None:
+def _open_at_barrier(cfg, model: str, folder, barrier, results) -> None:
     from kangnn.train.tune import _open_studies, search_space
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     barrier.wait()
     try:
-        _open_studies(cfg, {model: search_space(cfg, model)}, storage, "min")
+        _open_studies(cfg, {model: search_space(cfg, model)}, folder, "min")
         results.put("ok")
     except Exception as err:  # the race shows as sqlalchemy/sqlite errors
         results.put(f"{model}: {type(err).__name__}: {str(err).splitlines()[0]}")
@@ -217,7 +217,7 @@ def test_two_processes_opening_a_new_study_folder_at_once(tmp_path):
         storage = f"sqlite:///{(folder / 'optuna.db').absolute()}"
         barrier, results = ctx.Barrier(2), ctx.Queue()
         procs = [
-            ctx.Process(target=_open_at_barrier, args=(cfg, m, storage, barrier, results))
+            ctx.Process(target=_open_at_barrier, args=(cfg, m, folder, barrier, results))
             for m in ("kan", "mlp")
         ]
         for p in procs:

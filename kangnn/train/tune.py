@@ -314,12 +314,13 @@ def _folder_lock(folder: Path) -> Iterator[None]:
 
 
 def _open_studies(
-    cfg: DictConfig, spaces: dict[str, list[dict[str, Any]]], storage: str, mode: str
+    cfg: DictConfig, spaces: dict[str, list[dict[str, Any]]], out: Path, mode: str
 ) -> dict[str, Any]:
-    """The study of each model in ``spaces``, created or loaded from ``storage``."""
+    """The study of each model in ``spaces``, created or loaded from ``out``'s SQLite storage."""
     # One process per model may open a new optuna.db at the same moment (experiments/verdict.sh
     # does): Optuna's schema creation races ("table studies already exists"), so take turns.
-    with _folder_lock(Path(storage.removeprefix("sqlite:///")).parent):
+    storage = f"sqlite:///{(out / DB_FILE).absolute()}"
+    with _folder_lock(out):
         return {
             m: _open_study(cfg, m, storage, mode, _fingerprint(cfg, s)) for m, s in spaces.items()
         }
@@ -614,7 +615,7 @@ def tune(
     metric, mode = primary_metric(data.task)
     out.mkdir(parents=True, exist_ok=True)
     storage = f"sqlite:///{(out / DB_FILE).absolute()}"
-    studies = _open_studies(cfg, spaces, storage, mode)
+    studies = _open_studies(cfg, spaces, out, mode)
     log(
         f"{name}: tuning {', '.join(models)} with {n_trials} trials each on validation {metric} "
         f"({len(data.split['train'])}/{len(data.split['val'])} train/val molecules); {out}"
