@@ -6,6 +6,8 @@
 #   2. kangnn compare of the tuned pair over SEEDS seeds, two runs at a time; with CHEMPROP=1
 #      also chemprop at its defaults and tuned (the rows come from one conv's comparison per
 #      dataset: `kangnn report` refuses a model found in two summaries).
+# With DESCRIPTORS=rdkit2d every model (chemprop too) also gets RDKit's molecule descriptors
+# (dataset.descriptors), in folders tune-<conv>-rdkit2d and <conv>-rdkit2d.
 # Every step is resumable: run the same command again to continue where it stopped.
 #
 #   CHEMPROP=1 bash experiments/verdict.sh esol gine   # TRIALS=12 SEEDS=6 TUNE_EPOCHS=80
@@ -18,8 +20,13 @@ trials=${TRIALS:-12}
 seeds=${SEEDS:-6}
 kangnn=${KANGNN:-.venv/bin/kangnn}
 export OMP_NUM_THREADS=1
-tuned=experiments/results/$dataset/tune-$conv
+variant=$conv
 set_up=(model.conv="$conv" dataset.features=chemprop tune.epochs="${TUNE_EPOCHS:-80}")
+if [ -n "${DESCRIPTORS:-}" ]; then
+  variant=$conv-$DESCRIPTORS
+  set_up+=(dataset.descriptors="$DESCRIPTORS")
+fi
+tuned=experiments/results/$dataset/tune-$variant
 tune() { "$kangnn" tune "experiments/$dataset.yaml" --trials "$trials" --out "$tuned" "${set_up[@]}" "$@"; }
 
 tune --models kan &
@@ -32,4 +39,4 @@ if [ "${CHEMPROP:-0}" = 1 ]; then
   with=(--with chemprop)
 fi
 "$kangnn" compare "$tuned/best-kan.yaml" "${with[@]}" --seeds "$seeds" --jobs 2 \
-  --out "experiments/results/$dataset/$conv"
+  --out "experiments/results/$dataset/$variant"
