@@ -24,7 +24,7 @@ from kangnn.data.descriptors import (
 )
 from kangnn.models import MoleculeGNN, match_mlp
 from kangnn.models.descriptors import QuantileNormal
-from kangnn.train.data import prepare_data
+from kangnn.train.data import PreparedData, prepare_data
 from kangnn.train.predict import predict_csv
 from kangnn.train.run import load_run, train
 
@@ -235,7 +235,7 @@ def test_train_and_predict_with_descriptors(esol_root, tmp_path):
     want = QuantileNormal(qn.num_features).fit(data.descriptors("train"))
     torch.testing.assert_close(qn.quantiles, want.quantiles)
     assert not torch.equal(
-        qn.quantiles, QuantileNormal(qn.num_features).fit(data.dataset._data.descriptors).quantiles
+        qn.quantiles, QuantileNormal(qn.num_features).fit(data.descriptors()).quantiles
     )
     # predicting the test molecules from a CSV gives the run's own test predictions
     with open(result.run_dir / "predictions.csv", newline="") as f:
@@ -250,11 +250,16 @@ def test_train_and_predict_with_descriptors(esol_root, tmp_path):
 
 def test_a_subset_view_gets_the_descriptors_of_its_molecules(esol_root, tmp_path):
     data = prepare_data(_config(esol_root, tmp_path))
-    sub = data.dataset[[5, 2]]
+    sub = data.dataset[[5, 2, 7]]
     add_descriptors(sub)  # attached to the whole storage, so the view stays consistent
     torch.testing.assert_close(
         sub[0].descriptors, compute_descriptors([data.dataset.smiles[5]]), equal_nan=True
     )
+    # a prepared subset: parts index the view, descriptors follow
+    view = PreparedData(sub, {"train": [1, 2], "val": [0], "test": []}, None, 0)
+    want = compute_descriptors([data.dataset.smiles[i] for i in (5, 2, 7)])
+    torch.testing.assert_close(view.descriptors(), want, equal_nan=True)
+    torch.testing.assert_close(view.descriptors("train"), want[1:], equal_nan=True)
 
 
 def test_unknown_descriptor_set_is_a_config_error(esol_root, tmp_path):
@@ -275,7 +280,7 @@ def test_chemprop_gets_the_same_descriptor_inputs(esol_root, tmp_path):
     x_d = _descriptor_inputs(data)
     model = MoleculeGNN([2], [2], 1, num_descriptors=x_d.shape[1])
     model.fit_descriptors(data.descriptors("train"))
-    full = data.dataset._data.descriptors
+    full = data.descriptors()
     np.testing.assert_allclose(x_d, model.descriptor_norm(full).double().numpy(), atol=1e-6)
     with_d = train_chemprop(cfg, tmp_path / "cp1", data=data)
     without = train_chemprop(

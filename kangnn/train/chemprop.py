@@ -177,7 +177,7 @@ def _descriptor_inputs(data: Any) -> np.ndarray | None:
     raw = data.descriptors("train")
     if raw is None:
         return None
-    full = data.dataset._data.descriptors
+    full = data.descriptors()
     norm = QuantileNormal(full.size(1)).fit(raw)
     return norm(full).double().numpy()
 

@@ -60,10 +60,16 @@ class PreparedData:
     def part(self, name: str) -> MoleculeDataset:
         return self.dataset[self.split[name]]
 
-    def descriptors(self, name: str) -> torch.Tensor | None:
-        """The descriptors ``[n, D]`` of one part, or ``None`` without descriptors."""
+    def descriptors(self, name: str | None = None) -> torch.Tensor | None:
+        """The descriptors ``[n, D]`` of one part (``None``: of every molecule, in dataset
+        order), or ``None`` without descriptors."""
         x = getattr(self.dataset._data, "descriptors", None)
-        return None if x is None else x[torch.as_tensor(self.split[name], dtype=torch.long)]
+        if x is None:
+            return None
+        idx = torch.arange(len(self.dataset)) if name is None else torch.as_tensor(self.split[name])
+        if self.dataset._indices is not None:  # a subset view: positions into the storage
+            idx = torch.as_tensor(list(self.dataset.indices()))[idx]
+        return x[idx.long()]
 
 
 def load_from_config(cfg: DictConfig) -> MoleculeDataset:
