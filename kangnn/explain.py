@@ -13,12 +13,13 @@ For a finished KAN run, :func:`explain_run`
    from the training inputs) and evaluates the model with the pruned head on the validation
    part, next to the original;
 4. fits the pruned head with :func:`kangnn.kan.auto_symbolic` on the training inputs: its
-   formula in the graph-embedding dimensions ``g_<k>``, and per layer the edges that are
-   constant, near-linear, fitted by which library function or kept as splines (the model with
-   the formula as its head is evaluated on validation too). The library is the default one
-   without ``1/x``, ``sqrt`` and ``log`` (:data:`EXPLAIN_LIBRARY`): validation embeddings can
-   lie beyond the training range, where those may be undefined. A head with more than
-   :data:`LARGE_HEAD_EDGES` edges is fitted with one refined candidate per edge on 256 rows;
+   formula in the graph-embedding dimensions ``g_<k>`` (and, with ``dataset.descriptors``, the
+   descriptors' normal scores under their RDKit names, e.g. ``MolLogP``), and per layer the
+   edges that are constant, near-linear, fitted by which library function or kept as splines
+   (the model with the formula as its head is evaluated on validation too). The library is the
+   default one without ``1/x``, ``sqrt`` and ``log`` (:data:`EXPLAIN_LIBRARY`): validation
+   embeddings can lie beyond the training range, where those may be undefined. A head with more
+   than :data:`LARGE_HEAD_EDGES` edges is fitted with one refined candidate per edge on 256 rows;
 5. plots the most important edge functions of the head and of each conv function with their
    library fit overlaid.
 
@@ -42,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from kangnn.data.descriptors import descriptor_names
 from kangnn.kan import KAN, LIBRARY, KANLinear, auto_symbolic, fit_function, importance, prune
 from kangnn.kan.prune import edge_values, layer_inputs
 from kangnn.kan.symbolic import EdgeFit, SymbolicResult, _r2
@@ -419,7 +421,10 @@ def explain_run(
     log(f"explain: inputs of the head and {len(convs)} conv functions collected")
 
     head: KAN = module.model.head
-    names = [f"g_{k}" for k in range(head.layers[0].in_features)]
+    n_desc = module.model.num_descriptors
+    names = [f"g_{k}" for k in range(head.layers[0].in_features - n_desc)]
+    if n_desc:  # the head's last inputs are the descriptors' normal scores
+        names += descriptor_names(cfg.dataset.descriptors)
     head_imp = importance(head, g_train)
     pruned = prune(head, g_train, threshold=threshold, scores=head_imp)
     active = pruned.active_inputs
@@ -602,7 +607,7 @@ def _report(
         f" The pruned head differs from the original by at most {h['max_deviation_train']:.3g} "
         "on the training embeddings.",
         "",
-        "## Head: graph-embedding dimensions by importance",
+        "## Head: inputs by importance",
         "",
     ]
     order = _top(head_scores, top)

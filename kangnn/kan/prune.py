@@ -20,19 +20,26 @@ standard deviation (pykan's older choice; it counts a constant edge as important
 The scores cannot see cancellation: an input spread over several hidden units whose
 contributions cancel downstream still scores high. Train with :func:`sparsity_loss` (pykan's
 regulariser) for unused inputs and units to become prunable.
+
+A KAN with a ``LayerNorm`` on the input of every layer after the first
+(:class:`~kangnn.nn.KANFunction` with ``layer_norm=True``) is handled too: each layer's edges
+are evaluated on its normalised input, a hidden unit's scale is that of its value before the
+norm, and a score passes through the norm unchanged. Its hidden units are never pruned, since the
+norm's mean and variance are taken over all of them; only its inputs are.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from kangnn.kan.basis import BASES
 from kangnn.kan.linear import _ACTIVATIONS, KAN, KANLinear
 
-__all__ = ["KANImportance", "importance", "prune", "sparsity_loss"]
+__all__ = ["KANImportance", "importance", "layer_inputs", "layer_norms", "prune", "sparsity_loss"]
 
 METHODS = ("std", "mean_abs")
 
@@ -82,6 +89,17 @@ def _layers(kan: KAN | KANLinear) -> list[KANLinear]:
     return layers
 
 
+def layer_norms(kan: KAN | KANLinear) -> list[nn.Module | None]:
+    """Per layer, the ``LayerNorm`` applied to its input (``None``: none, always for the first)."""
+    layers = _layers(kan)
+    norms = list(getattr(kan, "norms", [])) if getattr(kan, "layer_norm", False) else []
+    if not norms:
+        return [None] * len(layers)
+    if len(norms) != len(layers) - 1:
+        raise TypeError(f"expected {len(layers) - 1} norms between the layers, got {len(norms)}")
+    return [None, *norms]
+
+
 def _check_input(layers: list[KANLinear], x: Tensor) -> Tensor:
     first = layers[0]
     if x.dim() < 2 or x.shape[-1] != first.in_features:
@@ -97,15 +115,25 @@ def _check_input(layers: list[KANLinear], x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def layer_inputs(kan: KAN | KANLinear, x: Tensor) -> list[Tensor]:
-    """The input of every layer on ``x`` and, last, the output: ``len(layers) + 1`` tensors."""
+def _trace(kan: KAN | KANLinear, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """Each layer's input (after its norm, if any) and each layer's output on ``x``."""
     layers = _layers(kan)
     h = _check_input(layers, x)
-    out = [h]
-    for layer in layers:
+    inputs, outputs = [], []
+    for layer, norm in zip(layers, layer_norms(kan), strict=True):
+        if norm is not None:
+            h = norm(h)
+        inputs.append(h)
         h = layer(h)
-        out.append(h)
-    return out
+        outputs.append(h)
+    return inputs, outputs
+
+
+def layer_inputs(kan: KAN | KANLinear, x: Tensor) -> list[Tensor]:
+    """The input of every layer on ``x`` (after its ``LayerNorm``, where there is one) and,
+    last, the output: ``len(layers) + 1`` tensors."""
+    inputs, outputs = _trace(kan, x)
+    return [*inputs, outputs[-1]]
 
 
 @torch.no_grad()
@@ -153,9 +181,9 @@ def importance(
     if method not in METHODS:
         raise ValueError(f"unknown importance method {method!r}; valid: {', '.join(METHODS)}")
     layers = _layers(kan)
-    acts = layer_inputs(kan, x)
+    inputs, outputs = _trace(kan, x)
     edge_scale, node_scale = [], []
-    for layer, h, y in zip(layers, acts[:-1], acts[1:], strict=True):
+    for layer, h, y in zip(layers, inputs, outputs, strict=True):
         scale = torch.stack([_scale(edge_values(layer, h, p), method) for p in range(h.shape[1])])
         edge_scale.append(scale.t().contiguous())  # [out, in]
         node_scale.append(_scale(y, method))
@@ -324,10 +352,11 @@ def prune(
     layers = _layers(kan)
     acts = layer_inputs(kan, x)
     scores = scores if scores is not None else importance(kan, x, method)
+    normed = any(n is not None for n in layer_norms(kan))
     keep: list[list[int]] = []
     for level, s in enumerate(scores.node_scores):
-        if level == len(scores.node_scores) - 1:
-            keep.append(list(range(s.numel())))
+        if level == len(scores.node_scores) - 1 or (normed and level > 0):
+            keep.append(list(range(s.numel())))  # outputs, and units that feed a LayerNorm
             continue
         kept = [i for i in range(s.numel()) if float(s[i]) >= threshold]
         keep.append(kept or [int(s.argmax())])
@@ -342,7 +371,13 @@ def prune(
             _fold_constant(new, h[:, cols], const[rows])
         new_layers.append(new)
     widths = [len(k) for k in keep]
-    pruned = KAN(widths)
+    if isinstance(kan, KAN):
+        # A copy keeps the class and its norms (whose widths pruning never changes).
+        pruned = copy.deepcopy(kan)
+        pruned.widths = widths
+        pruned.in_features = pruned.in_channels = widths[0]
+    else:
+        pruned = KAN(widths)
     pruned.layers = torch.nn.ModuleList(new_layers)
     pruned.to(layers[0].base_weight)
     dev = (pruned(acts[0][:, keep[0]]) - acts[-1]).abs().max()

@@ -48,7 +48,7 @@ from sympy.core.function import AppliedUndef
 from torch import Tensor
 
 from kangnn.kan.linear import KAN, KANLinear
-from kangnn.kan.prune import _layers, edge_values, importance, layer_inputs
+from kangnn.kan.prune import _layers, edge_values, importance, layer_inputs, layer_norms
 
 __all__ = [
     "LIBRARY",
@@ -694,14 +694,19 @@ def _compose_torch(
     splines: list[KANLinear | None],
     first_splines: Tensor | None = None,
     check: bool = False,
+    norms: Sequence[torch.nn.Module | None] | None = None,
 ) -> Tensor | None:
     """The formula as a torch computation of ``x`` (float64), spline edges by the KAN's layers
-    (``first_splines``: the first layer's, precomputed); with ``check``, ``None`` if an
-    argument leaves its function's domain on ``x``."""
+    (``first_splines``: the first layer's, precomputed), each layer's ``LayerNorm`` (``norms``)
+    on its input; with ``check``, ``None`` if an argument leaves its function's domain on
+    ``x``."""
     h = x
-    for level, (group, (a, b, c, d), spline) in enumerate(
-        zip(groups, params, splines, strict=True)
+    norms = norms or [None] * len(groups)
+    for level, (group, (a, b, c, d), spline, norm) in enumerate(
+        zip(groups, params, splines, norms, strict=True)
     ):
+        if norm is not None:
+            h = _layer_norm_torch(norm, h)
         P = h.shape[1]
         if spline is None:
             out = h.new_zeros(h.shape[0], a.numel() // P)
@@ -725,6 +730,24 @@ def _compose_torch(
     return h
 
 
+def _layer_norm_torch(norm: torch.nn.Module, h: Tensor) -> Tensor:
+    """``norm`` (a ``LayerNorm``) applied in ``h``'s dtype (float64 in the formula)."""
+    w = None if norm.weight is None else norm.weight.detach().to(h)
+    b = None if norm.bias is None else norm.bias.detach().to(h)
+    return torch.nn.functional.layer_norm(h, norm.normalized_shape, w, b, norm.eps)
+
+
+def _layer_norm_sympy(norm: torch.nn.Module, nodes: list[Any]) -> list[Any]:
+    """``norm`` (a ``LayerNorm``) written out on the expressions ``nodes``: each node minus
+    their mean, over the root of their variance plus ``eps``, scaled and shifted."""
+    n = len(nodes)
+    mean = sympy.Add(*nodes) / n
+    std = sympy.sqrt(sympy.Add(*((e - mean) ** 2 for e in nodes)) / n + sympy.Float(norm.eps))
+    w = [1.0] * n if norm.weight is None else norm.weight.detach().double().tolist()
+    b = [0.0] * n if norm.bias is None else norm.bias.detach().double().tolist()
+    return [sympy.Float(w[q]) * (e - mean) / std + sympy.Float(b[q]) for q, e in enumerate(nodes)]
+
+
 def _edge_params(edges: list[list[EdgeFit]]) -> list[list[Tensor]]:
     """Per layer, the ``a, b, c, d`` of its edges as four float64 tensors (output-major)."""
     return [
@@ -734,7 +757,10 @@ def _edge_params(edges: list[list[EdgeFit]]) -> list[list[Tensor]]:
 
 
 def _fast_evaluator(
-    edges: list[list[EdgeFit]], layers: list[KANLinear], lib: Mapping[str, SymbolicFunction]
+    edges: list[list[EdgeFit]],
+    layers: list[KANLinear],
+    lib: Mapping[str, SymbolicFunction],
+    norms: Sequence[torch.nn.Module | None] | None = None,
 ) -> Callable[[np.ndarray], np.ndarray] | None:
     """The formula as a numpy function by :func:`_compose_torch` (``None`` if a library
     function has no torch form)."""
@@ -747,7 +773,7 @@ def _fast_evaluator(
     def run(x: np.ndarray) -> np.ndarray:
         with torch.no_grad():
             xt = torch.as_tensor(x, dtype=torch.float64)
-            return _compose_torch(groups, params, lib, xt, splines).numpy()
+            return _compose_torch(groups, params, lib, xt, splines, norms=norms).numpy()
 
     return run
 
@@ -759,6 +785,7 @@ def _refit(
     x: Tensor,
     target: Tensor,
     max_iter: int,
+    norms: Sequence[torch.nn.Module | None] | None = None,
 ) -> bool:
     """Refit the constants ``a, b, c, d`` of all fitted edges jointly by L-BFGS so that the
     formula matches ``target`` (the KAN's output) on ``x``; the scale and shift only where the
@@ -787,7 +814,7 @@ def _refit(
     first = splines[0](x.to(splines[0].base_weight)).to(x) if splines[0] is not None else None
 
     def error() -> Tensor:
-        out = _compose_torch(groups, params, lib, x, splines, first)
+        out = _compose_torch(groups, params, lib, x, splines, first, norms=norms)
         return ((out - target) ** 2).mean() / scale
 
     def loss_fn() -> Tensor:
@@ -813,7 +840,7 @@ def _refit(
         except RuntimeError:  # a non-finite step inside the line search
             pass
     with torch.no_grad():
-        out = _compose_torch(groups, params, lib, x, splines, first, check=True)
+        out = _compose_torch(groups, params, lib, x, splines, first, check=True, norms=norms)
         after = float(((out - target) ** 2).mean() / scale) if out is not None else math.inf
         if not after < before:
             for p, s0 in zip(flat, start, strict=True):
@@ -902,6 +929,7 @@ def auto_symbolic(
         raise ValueError(f"refine must be >= 0 and max_points >= 2, got {refine}, {max_points}")
     lib = _library(library)
     layers = _layers(kan)
+    norms = layer_norms(kan)
     acts = layer_inputs(kan, x)
     n_in = layers[0].in_features
     if symbols is None:
@@ -952,11 +980,13 @@ def auto_symbolic(
     refitted = (
         refit
         and n_params <= refit_max_params
-        and _refit(edges, layers, lib, xs, target, max_iter=200)
+        and _refit(edges, layers, lib, xs, target, max_iter=200, norms=norms)
     )
 
     nodes: list[Any] = list(syms)
     for level, layer in enumerate(layers):
+        if norms[level] is not None:
+            nodes = _layer_norm_sympy(norms[level], nodes)
         fits = edges[level]
         nodes = [
             sympy.Add(
@@ -975,7 +1005,7 @@ def auto_symbolic(
         edges=edges,
         refitted=refitted,
         _spline_fns=spline_fns,
-        _fast=_fast_evaluator(edges, layers, lib),
+        _fast=_fast_evaluator(edges, layers, lib, norms),
     )
     result.fit_r2 = _r2(result.evaluate(xs), target.cpu().numpy())
     return result
