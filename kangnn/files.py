@@ -18,6 +18,11 @@ from typing import IO, Any
 __all__ = ["atomic_write", "atomic_write_json", "make_dirs", "remove_dirs"]
 
 
+def cache_root() -> Path:
+    """kangnn's per-machine cache folder: ``$KANGNN_CACHE``, else ``~/.cache/kangnn``."""
+    return Path(os.environ.get("KANGNN_CACHE") or Path.home() / ".cache" / "kangnn")
+
+
 def make_dirs(folder: Path) -> list[Path]:
     """Create ``folder`` and its missing parents; return the ones created (outermost first).
 

@@ -15,11 +15,7 @@ descriptor set and the RDKit version.
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import rdkit
@@ -27,11 +23,10 @@ import torch
 from rdkit import Chem, RDLogger
 from rdkit.Chem import Descriptors
 
-from kangnn.files import atomic_write
+from kangnn.data.cache import load_cache, save_cache
+from kangnn.files import cache_root
 
 __all__ = ["DESCRIPTOR_SETS", "add_descriptors", "compute_descriptors", "descriptor_names"]
-
-log = logging.getLogger(__name__)
 
 #: Descriptor sets by name.
 DESCRIPTOR_SETS = ("rdkit2d",)
@@ -75,32 +70,27 @@ def compute_descriptors(smiles: Sequence[str], kind: str = "rdkit2d") -> torch.T
     return torch.tensor(np.asarray(rows, dtype=np.float64).reshape(-1, d), dtype=torch.float32)
 
 
-def _cache_path(smiles: Sequence[str], kind: str) -> Path:
+def cached_descriptors(smiles: Sequence[str], kind: str = "rdkit2d") -> torch.Tensor:
+    """:func:`compute_descriptors` through the on-disk cache (keyed by the SMILES, the set, its
+    names and the RDKit version; an unreadable cache is rebuilt, an unwritable one skipped)."""
+    _check(kind)
     h = hashlib.sha256()
-    h.update(json.dumps([kind, rdkit.__version__, descriptor_names(kind)]).encode())
     for s in smiles:
         h.update(s.encode())
         h.update(b"\n")
-    root = Path(os.environ.get("KANGNN_CACHE", Path.home() / ".cache" / "kangnn"))
-    return root / "descriptors" / f"{kind}-{h.hexdigest()[:32]}.pt"
-
-
-def cached_descriptors(smiles: Sequence[str], kind: str = "rdkit2d") -> torch.Tensor:
-    """:func:`compute_descriptors` through the on-disk cache (a failed write only warns)."""
-    path = _cache_path(smiles, kind)
-    if path.is_file():
-        try:
-            x = torch.load(path, weights_only=True)
-            if isinstance(x, torch.Tensor) and x.shape == (len(smiles), len(Descriptors.descList)):
-                return x
-        except Exception as err:  # unreadable: compute again
-            log.warning("ignoring unreadable descriptor cache %s (%s)", path, err)
+    digest = h.hexdigest()
+    key = {
+        "kind": kind,
+        "rdkit": rdkit.__version__,
+        "names": descriptor_names(kind),
+        "smiles_sha256": digest,
+    }
+    path = cache_root() / "descriptors" / f"{kind}-{digest[:32]}.pt"
+    payload = load_cache(path, key)
+    if payload is not None:
+        return payload["descriptors"]
     x = compute_descriptors(smiles, kind)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda f: torch.save(x, f))
-    except OSError as err:
-        log.warning("could not write descriptor cache %s (%s)", path, err)
+    save_cache(path, {"key": key, "descriptors": x})
     return x
 
 

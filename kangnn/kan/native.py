@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from kangnn.files import cache_root
 from kangnn.kan.basis import _bspline_local_polynomials
 from kangnn.utils import fall_back
 
@@ -70,8 +71,7 @@ def _cpu_signature() -> str:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("KANGNN_CACHE") or Path.home() / ".cache" / "kangnn"
-    return Path(root) / "kernels"
+    return cache_root() / "kernels"
 
 
 def _build(cxx: str) -> Path:
