@@ -14,19 +14,13 @@ import pytest
 import yaml
 from cli_helpers import assert_user_error, run_cli
 from scipy.stats import wilcoxon
+from tiny import TINY_TRAIN
 
 from kangnn.cli import main
 
 ESOL_ROWS = 60
 TINY = [
-    "model.hidden_channels=16",
-    "model.num_layers=2",
-    "model.grid_size=3",
-    "train.epochs=2",
-    "train.batch_size=32",
-    "train.threads=1",
-    "train.progress_bar=false",
-    "train.patience=0",
+    *TINY_TRAIN,
     "compare.isolate=false",
     "chemprop.epochs=3",
     "chemprop.message_hidden_dim=16",

@@ -10,21 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 from cli_helpers import assert_user_error, run_cli
+from tiny import TINY_TRAIN
 
 from kangnn.cli import main
 
 ESOL_ROWS = 160
-TINY = [
-    "model.hidden_channels=16",
-    "model.num_layers=2",
-    "model.grid_size=3",
-    "train.epochs=2",
-    "train.batch_size=32",
-    "train.threads=1",
-    "train.progress_bar=false",
-    "train.patience=0",
-    "dataset.split=random",
-]
+TINY = [*TINY_TRAIN, "dataset.split=random"]
 METRICS_KEYS = {"val", "test", "params", "epoch_time_s", "best_epoch"}
 
 

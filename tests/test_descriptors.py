@@ -12,9 +12,10 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import Descriptors
 from scipy.stats import norm
+from tiny import tiny_config
 from torch_geometric.data import Batch
 
-from kangnn.config import ConfigError, load_config
+from kangnn.config import ConfigError
 from kangnn.data import smiles_to_graph
 from kangnn.data.descriptors import (
     add_descriptors,
@@ -29,16 +30,6 @@ from kangnn.train.predict import predict_csv
 from kangnn.train.run import load_run, train
 
 ESOL_ROWS = 80
-TINY = [
-    "model.hidden_channels=16",
-    "model.num_layers=2",
-    "model.grid_size=3",
-    "train.epochs=2",
-    "train.batch_size=32",
-    "train.threads=1",
-    "train.progress_bar=false",
-    "train.patience=0",
-]
 
 
 @pytest.fixture(autouse=True)
@@ -52,17 +43,7 @@ def esol_root(esol_subset) -> Path:
 
 
 def _config(root: Path, out: Path, *extra: str):
-    return load_config(
-        None,
-        [
-            "dataset.name=esol",
-            f"dataset.root={root}",
-            f"output_dir={out}",
-            "dataset.descriptors=rdkit2d",
-            *TINY,
-            *extra,
-        ],
-    )
+    return tiny_config(root, out, "dataset.descriptors=rdkit2d", *extra)
 
 
 # ----------------------------------------------------------------------------- values
@@ -273,9 +254,13 @@ def test_chemprop_gets_the_same_descriptor_inputs(esol_root, tmp_path):
     pytest.importorskip("chemprop", exc_type=ImportError)
     from kangnn.train.chemprop import _descriptor_inputs, train_chemprop
 
-    cfg = load_config(
-        None, [*_chemprop_overrides(esol_root, tmp_path), "dataset.descriptors=rdkit2d"]
-    )
+    small = [
+        "dataset.features=chemprop",
+        "chemprop.epochs=2",
+        "chemprop.message_hidden_dim=16",
+        "chemprop.ffn_hidden_dim=16",
+    ]
+    cfg = _config(esol_root, tmp_path, *small)
     data = prepare_data(cfg)
     x_d = _descriptor_inputs(data)
     model = MoleculeGNN([2], [2], 1, num_descriptors=x_d.shape[1])
@@ -283,21 +268,6 @@ def test_chemprop_gets_the_same_descriptor_inputs(esol_root, tmp_path):
     full = data.descriptors()
     np.testing.assert_allclose(x_d, model.descriptor_norm(full).double().numpy(), atol=1e-6)
     with_d = train_chemprop(cfg, tmp_path / "cp1", data=data)
-    without = train_chemprop(
-        load_config(None, _chemprop_overrides(esol_root, tmp_path)), tmp_path / "cp2"
-    )
+    without = train_chemprop(tiny_config(esol_root, tmp_path, *small), tmp_path / "cp2")
     # chemprop's FFN takes the D extra inputs: D x ffn_hidden_dim more weights
     assert with_d["params"] - without["params"] == x_d.shape[1] * 16
-
-
-def _chemprop_overrides(root: Path, out: Path) -> list[str]:
-    return [
-        "dataset.name=esol",
-        f"dataset.root={root}",
-        f"output_dir={out}",
-        "dataset.features=chemprop",
-        "chemprop.epochs=2",
-        "chemprop.message_hidden_dim=16",
-        "chemprop.ffn_hidden_dim=16",
-        *TINY,
-    ]

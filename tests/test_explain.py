@@ -9,23 +9,13 @@ from pathlib import Path
 import pytest
 import sympy
 from cli_helpers import assert_user_error, run_cli
+from tiny import TINY_TRAIN
 
 import kangnn.explain as explain_mod
 from kangnn.cli import main
 
 ESOL_ROWS = 160
-TINY = [
-    "model.conv=gin",
-    "model.hidden_channels=16",
-    "model.num_layers=2",
-    "model.grid_size=3",
-    "train.epochs=2",
-    "train.batch_size=32",
-    "train.threads=1",
-    "train.progress_bar=false",
-    "train.patience=0",
-    "dataset.split=random",
-]
+TINY = ["model.conv=gin", *TINY_TRAIN, "dataset.split=random"]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
+from tiny import TINY_TRAIN as TINY
+from tiny import tiny_config
 from torchmetrics.functional.classification import binary_auroc
 
 from kangnn.config import ConfigError, apply_overrides, default_config, load_config
@@ -25,35 +27,11 @@ from kangnn.train.rundir import CheckpointError, read_metrics_csv
 NAN = float("nan")
 ESOL_ROWS = 160  # a small slice of ESOL keeps each training run to a few seconds
 
-TINY = [
-    "model.hidden_channels=16",
-    "model.num_layers=2",
-    "model.grid_size=3",
-    "train.epochs=2",
-    "train.batch_size=32",
-    "train.threads=1",
-    "train.progress_bar=false",
-    "train.patience=0",
-]
 
 
 @pytest.fixture(scope="module")
 def esol_root(esol_subset) -> Path:
     return esol_subset(ESOL_ROWS)
-
-
-def tiny_config(root: Path, out: Path, *extra: str):
-    return load_config(
-        None,
-        [
-            "dataset.name=esol",
-            f"dataset.root={root}",
-            f"output_dir={out}",
-            "dataset.split=random",
-            *TINY,
-            *extra,
-        ],
-    )
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -1,0 +1,37 @@
+"""The smallest training settings the tests share, and a tiny ESOL config built from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from kangnn.config import load_config
+
+#: Overrides that make a training run take seconds (on a small slice of ESOL).
+TINY_TRAIN = [
+    "model.hidden_channels=16",
+    "model.num_layers=2",
+    "model.grid_size=3",
+    "train.epochs=2",
+    "train.batch_size=32",
+    "train.threads=1",
+    "train.progress_bar=false",
+    "train.patience=0",
+]
+
+
+def tiny_config(root: Path, out: Path, *extra: str) -> DictConfig:
+    """ESOL from the data root ``root``, runs under ``out``, a random split, ``TINY_TRAIN``, then
+    ``extra``."""
+    return load_config(
+        None,
+        [
+            "dataset.name=esol",
+            f"dataset.root={root}",
+            f"output_dir={out}",
+            "dataset.split=random",
+            *TINY_TRAIN,
+            *extra,
+        ],
+    )
