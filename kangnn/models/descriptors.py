@@ -47,6 +47,8 @@ class QuantileNormal(nn.Module):
         self.register_buffer("probs", torch.linspace(0.0, 1.0, num_quantiles))
         self.register_buffer("quantiles", torch.zeros(num_features, num_quantiles))
         self.register_buffer("fitted", torch.tensor(False))
+        # Reading ``fitted`` syncs with the device: checked on the first call only.
+        self._seen_fitted = False
 
     @torch.no_grad()
     def fit(self, x: Tensor) -> QuantileNormal:
@@ -78,8 +80,12 @@ class QuantileNormal(nn.Module):
             raise ValueError(
                 f"expected descriptors of shape [N, {self.num_features}], got {tuple(x.shape)}"
             )
-        if not torch.compiler.is_compiling() and not bool(self.fitted):
-            raise RuntimeError("QuantileNormal is not fitted: call fit() on training data first")
+        if not self._seen_fitted and not torch.compiler.is_compiling():
+            if not bool(self.fitted):
+                raise RuntimeError(
+                    "QuantileNormal is not fitted: call fit() on training data first"
+                )
+            self._seen_fitted = True
         missing = torch.isnan(x)
         xt = torch.where(missing, torch.zeros_like(x), x).T.contiguous().to(self.quantiles.dtype)
         # Interpolated from the left and from the right: equal inside a strictly increasing
