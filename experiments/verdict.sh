@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The full comparison of one dataset and conv, as committed under experiments/results/<dataset>/:
-#   1. kangnn tune: the KAN and its MLP twin (two processes, 1 thread each) and, with
-#      CHEMPROP=1, chemprop: the same number of trials each, every trial cut to TUNE_EPOCHS
-#      epochs, selection on validation;
-#   2. kangnn compare of the tuned pair over SEEDS seeds, two runs at a time; with CHEMPROP=1
-#      also chemprop at its defaults and tuned (the rows come from one conv's comparison per
-#      dataset: `kangnn report` refuses a model found in two summaries).
+#   1. kangnn tune: the KAN and its MLP twin (two processes, 1 thread each), the same number
+#      of trials each, every trial cut to TUNE_EPOCHS epochs, selection on validation;
+#   2. kangnn compare of the tuned pair over SEEDS seeds; with CHEMPROP=1, chemprop's tuning
+#      (the same number of trials) runs beside it, one run at a time each;
+#   3. with CHEMPROP=1, `kangnn compare --with chemprop` on the same folder adds chemprop at
+#      its defaults and tuned (the KAN and MLP runs are kept; the rows come from one conv's
+#      comparison per dataset: `kangnn report` refuses a model found in two summaries).
 # With DESCRIPTORS=rdkit2d every model (chemprop too) also gets RDKit's molecule descriptors
 # (dataset.descriptors), in folders tune-<conv>-rdkit2d and <conv>-rdkit2d.
 # Every step is resumable: run the same command again to continue where it stopped.
@@ -33,10 +34,14 @@ tune --models kan &
 kan=$!
 tune --models mlp
 wait "$kan"
-with=()
+out=experiments/results/$dataset/$variant
+compare() { "$kangnn" compare "$tuned/best-kan.yaml" --seeds "$seeds" --out "$out" "$@"; }
 if [ "${CHEMPROP:-0}" = 1 ]; then
-  tune --models chemprop
-  with=(--with chemprop)
+  tune --models chemprop &
+  chemprop=$!
+  [ -f "$out/summary.json" ] || compare --jobs 1
+  wait "$chemprop"
+  grep -q '"chemprop-tuned"' "$out/compare.json" || compare --with chemprop --jobs 2
+else
+  [ -f "$out/summary.json" ] || compare --jobs 2
 fi
-"$kangnn" compare "$tuned/best-kan.yaml" "${with[@]}" --seeds "$seeds" --jobs 2 \
-  --out "experiments/results/$dataset/$variant"

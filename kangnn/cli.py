@@ -91,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--out",
         help="comparison directory (default: under output_dir); an interrupted comparison "
-        "continues when the same command is run again with the same --out",
+        "continues when the same command is run again with the same --out, and a finished one "
+        "gets the rows of a new --with added",
     )
     c.add_argument(
         "--jobs", type=int, default=1, help="training runs at a time, one process each (default 1)"

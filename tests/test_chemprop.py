@@ -149,6 +149,55 @@ def test_compare_with_chemprop_end_to_end(tuned_compare):
     assert "chemprop-tuned" in (cmp / "summary.md").read_text()
 
 
+def test_compare_adds_chemprop_rows_to_a_finished_comparison(tuned_compare, capsys):
+    """A KAN/MLP comparison first, the chemprop rows later (while chemprop is still being tuned):
+    the finished runs are kept as they are, only the new rows are trained."""
+    import os
+
+    work = tuned_compare
+    best = work / "tune" / "best-chemprop.yaml"
+    mp = pytest.MonkeyPatch()
+    mp.chdir(work)
+    mp.setenv("HOME", str(work / "home"))
+    from kangnn.kan import fused
+
+    mp.setitem(fused._state, "enabled", False)
+    try:
+        code, _, _ = run_cli(["compare", best, "--seeds", "1", "--out", "pair"], capsys)
+        assert code == 0
+        runs = work / "pair" / "runs"
+        before = {
+            p.relative_to(runs): (os.stat(p).st_ino, p.read_bytes())
+            for p in runs.rglob("*")
+            if p.is_file()
+        }
+        assert sorted({p.parts[0] for p in before}) == ["kan-s0", "mlp-s0"]
+
+        argv = ["compare", best, "--with", "chemprop", "--seeds", "1", "--out", "pair"]
+        code, out, err = run_cli(argv, capsys)
+        assert code == 0
+        assert "its 2 runs are kept" in out + err
+        summary = json.loads((work / "pair" / "summary.json").read_text())
+        assert [r["model"] for r in summary["rows"]] == ["kan", "mlp", "chemprop", "chemprop-tuned"]
+        for rel, (ino, data) in before.items():  # the same files, not trained again
+            assert os.stat(runs / rel).st_ino == ino and (runs / rel).read_bytes() == data
+        assert (runs / "chemprop-tuned-s0" / "metrics.json").is_file()
+        assert not (work / "pair.replaced").exists() and not (work / ".partial").exists()
+
+        # Nothing to add, other seeds, or rows left out: one-line errors, nothing touched.
+        for extra, needle in (
+            (["--with", "chemprop"], "already exists"),
+            (["--with", "chemprop", "--seeds", "2"], "another config (or seeds)"),
+            ([], "pass --with chemprop"),
+        ):
+            argv = ["compare", best, "--seeds", "1", *extra, "--out", "pair"]
+            code, _, err = run_cli(argv, capsys)
+            assert_user_error(code, err, "pair", needle)
+        assert json.loads((work / "pair" / "summary.json").read_text()) == summary
+    finally:
+        mp.undo()
+
+
 def test_chemprop_run_is_deterministic(esol_root, tmp_path):
     _needs_chemprop()
     from kangnn.config import load_config

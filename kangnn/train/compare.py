@@ -21,6 +21,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -249,7 +250,10 @@ def compare(
         Training runs at a time (each in its own process; needs ``compare.isolate``).
 
     An interrupted or failed comparison keeps its finished runs in the staging folder: calling
-    it again with the same ``out_dir`` and config trains only the runs still missing.
+    it again with the same ``out_dir`` and config trains only the runs still missing. A finished
+    comparison in ``out_dir`` gets new external rows (``with_models``) added when the config and
+    seeds are the same (``compare.model_overrides.chemprop`` may have been added since): its
+    runs are kept, only the new rows are trained, and the summary is rewritten.
 
     Returns
     -------
@@ -303,17 +307,22 @@ def compare(
         if out_dir is not None
         else Path(cfg.output_dir) / f"compare-{name}-{cfg.model.conv}-{timestamp()}"
     )
-    if final.exists():
-        raise RunDirError(f"comparison directory already exists: {final}")
     staging = staging_dir(final)
     identity = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "seeds": seed_list,
         "with": [label for label, _ in externals],
     }
+    extending = final.exists()
+    kept = _extendable(final, identity) if extending else []
     resumed = _open_staging(staging, identity)
     created = make_dirs(staging / "runs")
     atomic_write_json(staging / COMPARE_FILE, identity)
+    for name in kept:  # hard links: the finished comparison stays as it is until the swap
+        if not (staging / "runs" / name).exists():
+            shutil.copytree(final / "runs" / name, staging / "runs" / name, copy_function=os.link)
+    if kept:
+        log(f"  adding rows to the finished comparison in {final}: its {len(kept)} runs are kept")
     run_one = _train_isolated if cfg.compare.isolate else _train_inprocess
 
     tasks = []  # (row, seed, display name, run config, external label)
@@ -356,7 +365,14 @@ def compare(
         for (row, *_), metrics in zip(tasks, results, strict=True):
             runs[row].append(metrics)
         result = _summarise(cfg, staging, runs, metric, mode, task, match, name)
-        os.replace(staging, final)
+        if extending:  # the extended comparison replaces the one it extends
+            old = staging.parent / f"{final.name}.replaced"
+            remove_tree(old)
+            os.replace(final, old)
+            os.replace(staging, final)
+            remove_tree(old)
+        else:
+            os.replace(staging, final)
         drop_if_empty(staging.parent)
     except BaseException:
         done = list((staging / "runs").glob(f"*/{METRICS_FILE}"))
@@ -370,6 +386,52 @@ def compare(
         raise
     result.out_dir = final
     return result
+
+
+def _without_tuned_chemprop(identity: dict[str, Any]) -> dict[str, Any]:
+    """``identity`` less what only the external rows depend on (which rows, chemprop's tuned
+    values): two comparisons equal under it have the same KAN, MLP and chemprop-default runs."""
+    out = json.loads(json.dumps(identity))
+    out.pop("with", None)
+    out["config"].get("compare", {}).get("model_overrides", {}).pop("chemprop", None)
+    return out
+
+
+def _chemprop_tuned(identity: dict[str, Any]) -> Any:
+    return identity["config"].get("compare", {}).get("model_overrides", {}).get("chemprop")
+
+
+def _extendable(final: Path, identity: dict[str, Any]) -> list[str]:
+    """The run folders of the finished comparison ``final`` that a comparison of ``identity``
+    keeps, when it only adds rows to it (``--with chemprop`` after a KAN/MLP comparison); a
+    :class:`RunDirError` when it would retrain or drop any of them."""
+    try:
+        earlier = json.loads((final / COMPARE_FILE).read_text())
+    except (OSError, ValueError):
+        raise RunDirError(f"comparison directory already exists: {final}") from None
+    new = json.loads(json.dumps(identity))
+    if _without_tuned_chemprop(earlier) != _without_tuned_chemprop(new):
+        raise RunDirError(
+            f"{final} holds a comparison of another config (or seeds); rows can only be added "
+            "to the same comparison: choose another --out"
+        )
+    dropped = [w for w in earlier.get("with", []) if w not in new["with"]]
+    if dropped:
+        raise RunDirError(
+            f"{final} has the rows {', '.join(dropped)}: pass --with {dropped[0].split('-')[0]} "
+            "to keep them, or choose another --out"
+        )
+    if "chemprop-tuned" in earlier.get("with", []) and _chemprop_tuned(earlier) != _chemprop_tuned(
+        new
+    ):
+        raise RunDirError(
+            f"{final}: its chemprop-tuned runs were trained with other tuned values than "
+            "compare.model_overrides.chemprop now holds; choose another --out"
+        )
+    added = [w for w in new["with"] if w not in earlier.get("with", [])]
+    if not added:
+        raise RunDirError(f"comparison directory already exists: {final}")
+    return sorted(p.parent.name for p in (final / "runs").glob(f"*/{METRICS_FILE}"))
 
 
 def _open_staging(staging: Path, identity: dict[str, Any]) -> bool:
