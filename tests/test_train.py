@@ -621,3 +621,29 @@ def test_compiled_training_matches_eager(esol_root, tmp_path):
 def test_bad_precision_is_a_one_line_error():
     with pytest.raises(ConfigError, match="train.precision"):
         load_config(None, ["dataset.name=esol", "train.precision=fp8"])
+
+
+def test_unfinished_comparison_resumes_when_only_chemprops_tuned_values_changed(tmp_path):
+    """chemprop's tuning runs beside the KAN/MLP comparison (experiments/verdict.sh): new tuned
+    values must not block resuming it, unless it has a chemprop-tuned row they would change."""
+    from kangnn.train.compare import COMPARE_FILE, _open_staging
+    from kangnn.train.rundir import RunDirError
+
+    def identity(tuned, with_=()):
+        overrides = {"kan": ["model.grid_size=8"], "chemprop": tuned}
+        config = {"compare": {"model_overrides": overrides}}
+        return {"config": config, "seeds": [0], "with": [*with_]}
+
+    staging = tmp_path / "cmp"
+    assert not _open_staging(staging, identity(["chemprop.depth=3"]))
+    staging.mkdir()
+    (staging / COMPARE_FILE).write_text(json.dumps(identity(["chemprop.depth=3"])))
+    assert _open_staging(staging, identity(["chemprop.depth=5"]))
+    for other in (identity(["chemprop.depth=5"], ["chemprop"]), {**identity([]), "seeds": [0, 1]}):
+        with pytest.raises(RunDirError, match="another config"):
+            _open_staging(staging, other)
+    tuned = identity(["chemprop.depth=3"], ["chemprop", "chemprop-tuned"])
+    (staging / COMPARE_FILE).write_text(json.dumps(tuned))
+    assert _open_staging(staging, tuned)
+    with pytest.raises(RunDirError, match="another config"):
+        _open_staging(staging, identity(["chemprop.depth=5"], ["chemprop", "chemprop-tuned"]))

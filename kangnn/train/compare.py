@@ -436,14 +436,25 @@ def _extendable(final: Path, identity: dict[str, Any]) -> list[str]:
 
 def _open_staging(staging: Path, identity: dict[str, Any]) -> bool:
     """Whether ``staging`` holds an unfinished comparison of the same config to continue; a
-    :class:`RunDirError` when it holds one of another config."""
+    :class:`RunDirError` when it holds one of another config. chemprop's tuned values may have
+    changed meanwhile (its tuning runs beside the comparison) unless the comparison has a
+    ``chemprop-tuned`` row."""
     if not staging.exists():
         return False
     try:
         earlier = json.loads((staging / COMPARE_FILE).read_text())
     except (OSError, ValueError):
         earlier = None
-    if earlier != json.loads(json.dumps(identity)):
+    new = json.loads(json.dumps(identity))
+    same = isinstance(earlier, dict) and (
+        earlier == new
+        or (
+            _without_tuned_chemprop(earlier) == _without_tuned_chemprop(new)
+            and earlier.get("with") == new["with"]
+            and "chemprop-tuned" not in new["with"]
+        )
+    )
+    if not same:
         raise RunDirError(
             f"an unfinished comparison of another config (or seeds) is in {staging}: remove it "
             "or choose another --out"
