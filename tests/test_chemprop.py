@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -152,8 +153,6 @@ def test_compare_with_chemprop_end_to_end(tuned_compare):
 def test_compare_adds_chemprop_rows_to_a_finished_comparison(tuned_compare, capsys):
     """A KAN/MLP comparison first, the chemprop rows later (while chemprop is still being tuned):
     the finished runs are kept as they are, only the new rows are trained."""
-    import os
-
     work = tuned_compare
     best = work / "tune" / "best-chemprop.yaml"
     mp = pytest.MonkeyPatch()

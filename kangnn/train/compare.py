@@ -308,11 +308,15 @@ def compare(
         else Path(cfg.output_dir) / f"compare-{name}-{cfg.model.conv}-{timestamp()}"
     )
     staging = staging_dir(final)
-    identity = {
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "seeds": seed_list,
-        "with": [label for label, _ in externals],
-    }
+    identity = json.loads(  # as compare.json holds it, to compare with an earlier one
+        json.dumps(
+            {
+                "config": OmegaConf.to_container(cfg, resolve=True),
+                "seeds": seed_list,
+                "with": [label for label, _ in externals],
+            }
+        )
+    )
     extending = final.exists()
     kept = _extendable(final, identity) if extending else []
     resumed = _open_staging(staging, identity)
@@ -401,6 +405,13 @@ def _chemprop_tuned(identity: dict[str, Any]) -> Any:
     return identity["config"].get("compare", {}).get("model_overrides", {}).get("chemprop")
 
 
+def _same_tuned_rows(earlier: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether ``earlier``'s chemprop-tuned runs (if any) are those ``new`` would train."""
+    return "chemprop-tuned" not in earlier.get("with", []) or (
+        _chemprop_tuned(earlier) == _chemprop_tuned(new)
+    )
+
+
 def _extendable(final: Path, identity: dict[str, Any]) -> list[str]:
     """The run folders of the finished comparison ``final`` that a comparison of ``identity``
     keeps, when it only adds rows to it (``--with chemprop`` after a KAN/MLP comparison); a
@@ -409,7 +420,7 @@ def _extendable(final: Path, identity: dict[str, Any]) -> list[str]:
         earlier = json.loads((final / COMPARE_FILE).read_text())
     except (OSError, ValueError):
         raise RunDirError(f"comparison directory already exists: {final}") from None
-    new = json.loads(json.dumps(identity))
+    new = identity
     if _without_tuned_chemprop(earlier) != _without_tuned_chemprop(new):
         raise RunDirError(
             f"{final} holds a comparison of another config (or seeds); rows can only be added "
@@ -421,9 +432,7 @@ def _extendable(final: Path, identity: dict[str, Any]) -> list[str]:
             f"{final} has the rows {', '.join(dropped)}: pass --with {dropped[0].split('-')[0]} "
             "to keep them, or choose another --out"
         )
-    if "chemprop-tuned" in earlier.get("with", []) and _chemprop_tuned(earlier) != _chemprop_tuned(
-        new
-    ):
+    if not _same_tuned_rows(earlier, new):
         raise RunDirError(
             f"{final}: its chemprop-tuned runs were trained with other tuned values than "
             "compare.model_overrides.chemprop now holds; choose another --out"
@@ -445,14 +454,11 @@ def _open_staging(staging: Path, identity: dict[str, Any]) -> bool:
         earlier = json.loads((staging / COMPARE_FILE).read_text())
     except (OSError, ValueError):
         earlier = None
-    new = json.loads(json.dumps(identity))
-    same = isinstance(earlier, dict) and (
-        earlier == new
-        or (
-            _without_tuned_chemprop(earlier) == _without_tuned_chemprop(new)
-            and earlier.get("with") == new["with"]
-            and "chemprop-tuned" not in new["with"]
-        )
+    same = (
+        isinstance(earlier, dict)
+        and earlier.get("with") == identity["with"]
+        and _without_tuned_chemprop(earlier) == _without_tuned_chemprop(identity)
+        and _same_tuned_rows(earlier, identity)
     )
     if not same:
         raise RunDirError(
