@@ -623,6 +623,35 @@ def test_bad_precision_is_a_one_line_error():
         load_config(None, ["dataset.name=esol", "train.precision=fp8"])
 
 
+def test_comparison_written_before_a_config_key_existed_is_the_same_comparison(tmp_path):
+    """A compare.json from before a key was added (FreeSolv's lacked dataset.descriptors) must
+    still match a config holding that key at its default, so rows can be added to it; a key
+    the schema no longer has, or another value, is another config."""
+    from omegaconf import OmegaConf
+
+    from kangnn.config import default_config
+    from kangnn.train.compare import COMPARE_FILE, _open_staging
+    from kangnn.train.rundir import RunDirError
+
+    config = OmegaConf.to_container(default_config(), resolve=True)
+    new = {"config": config, "seeds": [0], "with": []}
+    older = json.loads(json.dumps(new))
+    del older["config"]["dataset"]["descriptors"]
+    staging = tmp_path / "cmp"
+    staging.mkdir()
+    (staging / COMPARE_FILE).write_text(json.dumps(older))
+    assert _open_staging(staging, new)
+    for key, value in (("descriptors", "rdkit2d"), ("gone", 1)):
+        other = json.loads(json.dumps(new))
+        other["config"]["dataset"][key] = value
+        (staging / COMPARE_FILE).write_text(json.dumps(older))
+        with pytest.raises(RunDirError, match="another config"):
+            _open_staging(staging, other)
+    (staging / COMPARE_FILE).write_text(json.dumps({**older, "config": other["config"]}))
+    with pytest.raises(RunDirError, match="another config"):
+        _open_staging(staging, new)
+
+
 def test_unfinished_comparison_resumes_when_only_chemprops_tuned_values_changed(tmp_path):
     """chemprop's tuning runs beside the KAN/MLP comparison (experiments/verdict.sh): new tuned
     values must not block resuming it, unless it has a chemprop-tuned row they would change."""

@@ -33,10 +33,12 @@ from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from kangnn.config import (
     FUNCTIONS,
     ConfigError,
+    default_config,
     for_model,
     primary_metric,
     save_config,
@@ -394,9 +396,19 @@ def compare(
 
 def _without_tuned_chemprop(identity: dict[str, Any]) -> dict[str, Any]:
     """``identity`` less what only the external rows depend on (which rows, chemprop's tuned
-    values): two comparisons equal under it have the same KAN, MLP and chemprop-default runs."""
+    values): two comparisons equal under it have the same KAN, MLP and chemprop-default runs.
+
+    The config is read over the schema's defaults, so a comparison written before a key existed
+    equals one that holds the key at its default (every new key defaults to the old behaviour).
+    """
     out = json.loads(json.dumps(identity))
     out.pop("with", None)
+    try:
+        out["config"] = OmegaConf.to_container(
+            OmegaConf.merge(default_config(), out["config"]), resolve=True
+        )
+    except OmegaConfBaseException:
+        pass  # a key the schema no longer has: compared as written, so never equal
     out["config"].get("compare", {}).get("model_overrides", {}).pop("chemprop", None)
     return out
 
