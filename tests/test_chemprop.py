@@ -171,6 +171,7 @@ def test_compare_adds_chemprop_rows_to_a_finished_comparison(tuned_compare, caps
             if p.is_file()
         }
         assert sorted({p.parts[0] for p in before}) == ["kan-s0", "mlp-s0"]
+        title = (work / "pair" / "summary.md").read_text().splitlines()[0]
 
         argv = ["compare", best, "--with", "chemprop", "--seeds", "1", "--out", "pair"]
         code, out, err = run_cli(argv, capsys)
@@ -181,6 +182,8 @@ def test_compare_adds_chemprop_rows_to_a_finished_comparison(tuned_compare, caps
         for rel, (ino, data) in before.items():  # the same files, not trained again
             assert os.stat(runs / rel).st_ino == ino and (runs / rel).read_bytes() == data
         assert (runs / "chemprop-tuned-s0" / "metrics.json").is_file()
+        # the experiment's name, not that of the last kept run
+        assert (work / "pair" / "summary.md").read_text().splitlines()[0] == title
         assert not (work / "pair.replaced").exists() and not (work / ".partial").exists()
 
         # Nothing to add, other seeds, or rows left out: one-line errors, nothing touched.

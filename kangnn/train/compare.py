@@ -324,9 +324,9 @@ def compare(
     resumed = _open_staging(staging, identity)
     created = make_dirs(staging / "runs")
     atomic_write_json(staging / COMPARE_FILE, identity)
-    for name in kept:  # hard links: the finished comparison stays as it is until the swap
-        if not (staging / "runs" / name).exists():
-            shutil.copytree(final / "runs" / name, staging / "runs" / name, copy_function=os.link)
+    for run in kept:  # hard links: the finished comparison stays as it is until the swap
+        if not (staging / "runs" / run).exists():
+            shutil.copytree(final / "runs" / run, staging / "runs" / run, copy_function=os.link)
     if kept:
         log(f"  adding rows to the finished comparison in {final}: its {len(kept)} runs are kept")
     run_one = _train_isolated if cfg.compare.isolate else _train_inprocess
