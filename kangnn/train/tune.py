@@ -485,6 +485,11 @@ def _summary(
     for model, study in studies.items():
         for t in study.get_trials(deepcopy=False):
             dur = t.duration.total_seconds() if t.duration is not None else None
+            error = t.user_attrs.get("error", "")
+            if t.state.name == "FAIL" and not error:
+                # Interrupted (closed when its study resumed, maybe a session later): its
+                # start-to-close time is not a training time.
+                error, dur = "interrupted", None
             steps = sorted(t.intermediate_values)
             rows.append(
                 {
@@ -495,7 +500,7 @@ def _summary(
                     f"val_{metric}": t.value,
                     "epochs": (steps[-1] + 1) if steps else None,
                     "seconds": dur,
-                    "error": t.user_attrs.get("error", ""),
+                    "error": error,
                     "params": json.dumps(t.params, sort_keys=True),
                 }
             )
