@@ -432,24 +432,23 @@ def _extendable(final: Path, identity: dict[str, Any]) -> list[str]:
         earlier = json.loads((final / COMPARE_FILE).read_text())
     except (OSError, ValueError):
         raise RunDirError(f"comparison directory already exists: {final}") from None
-    new = identity
-    if _without_tuned_chemprop(earlier) != _without_tuned_chemprop(new):
+    if _without_tuned_chemprop(earlier) != _without_tuned_chemprop(identity):
         raise RunDirError(
             f"{final} holds a comparison of another config (or seeds); rows can only be added "
             "to the same comparison: choose another --out"
         )
-    dropped = [w for w in earlier.get("with", []) if w not in new["with"]]
+    dropped = [w for w in earlier.get("with", []) if w not in identity["with"]]
     if dropped:
         raise RunDirError(
             f"{final} has the rows {', '.join(dropped)}: pass --with {dropped[0].split('-')[0]} "
             "to keep them, or choose another --out"
         )
-    if not _same_tuned_rows(earlier, new):
+    if not _same_tuned_rows(earlier, identity):
         raise RunDirError(
             f"{final}: its chemprop-tuned runs were trained with other tuned values than "
             "compare.model_overrides.chemprop now holds; choose another --out"
         )
-    added = [w for w in new["with"] if w not in earlier.get("with", [])]
+    added = [w for w in identity["with"] if w not in earlier.get("with", [])]
     if not added:
         raise RunDirError(f"comparison directory already exists: {final}")
     return sorted(p.parent.name for p in (final / "runs").glob(f"*/{METRICS_FILE}"))
