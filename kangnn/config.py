@@ -141,6 +141,9 @@ class TrainConfig:
     scheduler: str = "cosine"  # after the warm-up: none (constant) | cosine | exponential
     warmup_epochs: float = 2.0  # linear warm-up from min_lr_ratio * lr to lr
     min_lr_ratio: float = 0.01  # start of the warm-up and end of the decay, times lr
+    # exponential moving average of the weights after every optimiser step (Lightning's
+    # EMAWeightAveraging); the average is what is validated, checkpointed and tested; null = off
+    ema_decay: float | None = None
     accelerator: str = "auto"  # auto (a GPU when there is one) | cpu | gpu
     devices: Any = 1  # Lightning's devices: 1, 2, "auto", [0, 1]
     strategy: str = "auto"  # Lightning's strategy: auto | ddp | ddp_spawn
@@ -457,6 +460,18 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(
             f"bad value for config key 'train.min_lr_ratio': {t.min_lr_ratio} must be in (0, 1]"
         )
+    if t.ema_decay is not None:
+        if not 0.0 < t.ema_decay < 1.0:
+            raise ConfigError(
+                f"bad value for config key 'train.ema_decay': {t.ema_decay} must be in (0, 1) "
+                "or null"
+            )
+        if m.grid_refresh_every > 0:
+            # a refreshed grid re-expresses the coefficients; an average across it is meaningless
+            raise ConfigError(
+                "config key 'train.ema_decay' cannot be combined with "
+                f"model.grid_refresh_every={m.grid_refresh_every}: set one of them off"
+            )
     _validate_model_overrides(cfg)
     _validate_tune(cfg)
     _validate_chemprop(cfg)

@@ -181,6 +181,38 @@ def test_resume_from_last_checkpoint(esol_root, tmp_path):
     assert not (tmp_path / ".partial").exists()
 
 
+def test_weight_average_is_what_is_validated_checkpointed_and_tested(esol_root, tmp_path):
+    from kangnn.train.data import MoleculeDataModule, prepare_data
+    from kangnn.train.run import evaluate, load_run
+
+    cfg = tiny_config(esol_root, tmp_path, "train.epochs=3", "train.ema_decay=0.7")
+    run = train(cfg)
+    ckpt = torch.load(run.run_dir / "checkpoints" / "best.ckpt", weights_only=False)
+    averaged, current = ckpt["state_dict"], ckpt["current_model_state"]
+    assert any(not torch.equal(averaged[k], current[k]) for k in averaged)
+    # the weights loaded from the run are the average, and they give the logged best val RMSE
+    _, module, metrics = load_run(run.run_dir)
+    assert all(torch.equal(v, averaged[k]) for k, v in module.state_dict().items())
+    val, _ = evaluate(module, MoleculeDataModule(prepare_data(cfg), 32).val_dataloader())
+    logged = [
+        float(r["val/rmse"])
+        for r in read_metrics_csv(run.run_dir / "logs" / "metrics.csv")
+        if r.get("val/rmse")
+    ]
+    assert val["rmse"] == pytest.approx(min(logged), rel=1e-5)
+    assert metrics["val"]["rmse"] == pytest.approx(min(logged), rel=1e-5)
+    plain = train(tiny_config(esol_root, tmp_path / "plain", "train.epochs=3"))
+    assert plain.metrics["test"]["rmse"] != pytest.approx(metrics["test"]["rmse"], rel=1e-4)
+
+
+def test_weight_average_and_grid_refresh_are_refused_together():
+    with pytest.raises(ConfigError, match="'train.ema_decay'.*grid_refresh_every") as err:
+        load_config(
+            None, ["dataset.name=esol", "train.ema_decay=0.99", "model.grid_refresh_every=5"]
+        )
+    assert "\n" not in str(err.value)
+
+
 def test_train_resume_true_finds_the_latest_run(esol_root, tmp_path):
     first = train(tiny_config(esol_root, tmp_path, "train.epochs=1"))
     again = train(tiny_config(esol_root, tmp_path, "train.epochs=2", "train.resume=true"))
@@ -370,6 +402,8 @@ BAD_VALUES = [
     ("train.warmup_epochs=-1", "train.warmup_epochs"),
     ("train.min_lr_ratio=0", "train.min_lr_ratio"),
     ("train.min_lr_ratio=1.5", "train.min_lr_ratio"),
+    ("train.ema_decay=1.0", "train.ema_decay"),
+    ("train.ema_decay=0", "train.ema_decay"),
     ("train.spline_lr_scale=0", "train.spline_lr_scale"),
     ("train.decay_exclude=[bias,gain]", "train.decay_exclude[1]"),
     ("train.grad_clip=-1", "train.grad_clip"),

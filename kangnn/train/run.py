@@ -25,7 +25,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -191,6 +191,9 @@ def _trainer(
     )
     timer, memory = EpochTimer(), PeakMemory()
     callbacks: list[L.Callback] = [checkpoint, timer, memory, *extra_callbacks]
+    if cfg.train.ema_decay is not None:
+        # validation, the best checkpoint's state_dict and so the test see the averaged weights
+        callbacks.append(EMAWeightAveraging(decay=cfg.train.ema_decay))
     if cfg.train.patience > 0:
         callbacks.append(
             EarlyStopping(
