@@ -221,6 +221,26 @@ def test_chemprop_run_is_deterministic(esol_root, tmp_path):
     assert code == 0  # a chemprop run directory exports like a kangnn one
 
 
+def test_chemprop_child_takes_overrides(esol_root, tmp_path, capsys):
+    """`python -m kangnn.train.chemprop CONFIG OVERRIDES`: the overrides reach the run's config
+    and chemprop's model; a bad one is a one-line error and leaves no run directory."""
+    _needs_chemprop()
+    import kangnn.train.chemprop as kcp
+
+    base = ["experiments/esol.yaml", f"dataset.root={esol_root}", "dataset.split=random", *TINY]
+    assert kcp.main([*base, "--run-dir", str(tmp_path / "norm")]) == 0
+    assert kcp.main([*base, "chemprop.aggregation=sum", "--run-dir", str(tmp_path / "sum")]) == 0
+    saved = yaml.safe_load((tmp_path / "sum" / "config.yaml").read_text())
+    assert saved["chemprop"]["aggregation"] == "sum"
+    metrics = [json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("norm", "sum")]
+    assert metrics[0]["test"] != metrics[1]["test"]  # the readout changed what was trained
+    capsys.readouterr()
+    code = kcp.main([*base, "chemprop.agregation=sum", "--run-dir", str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "chemprop.agregation" in err
+    assert "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
 def test_same_predictions_as_chemprop_train(esol_root, tmp_path, monkeypatch):
     """Oracle: `chemprop train` on the exported split, with --pytorch-seed and --data-seed set
     to the run's seed and the same settings, predicts the test molecules as kangnn's run."""

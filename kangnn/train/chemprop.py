@@ -623,18 +623,21 @@ def _smiles_column(cfg: DictConfig, path: Path) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m kangnn.train.chemprop CONFIG --run-dir DIR [--split FILE] [--label NAME]``:
-    one chemprop run in its own process (what ``kangnn compare`` starts for clean timings)."""
+    """``python -m kangnn.train.chemprop CONFIG [OVERRIDES] --run-dir DIR [--split FILE]
+    [--label NAME]``: one chemprop run in its own process (what ``kangnn compare`` starts for
+    clean timings), e.g. ``chemprop.aggregation=sum seed=1`` to try one of chemprop's settings
+    on kangnn's split."""
     from kangnn.config import load_config
 
     p = argparse.ArgumentParser(prog="python -m kangnn.train.chemprop")
     p.add_argument("config")
+    p.add_argument("overrides", nargs="*", metavar="OVERRIDES")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--split")
     p.add_argument("--label", default="chemprop", choices=MODEL_NAMES)
     args = p.parse_args(argv)
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, args.overrides)
         split = load_split(args.split) if args.split else None
         train_chemprop(cfg, args.run_dir, split, label=args.label)
     except (ConfigError, DataError, RunDirError, ChempropUnavailableError) as err:
