@@ -3,7 +3,8 @@
 #   1. kangnn tune: the KAN and its MLP twin (two processes, 1 thread each), the same number
 #      of trials each, every trial cut to TUNE_EPOCHS epochs, selection on validation;
 #   2. kangnn compare of the tuned pair over SEEDS seeds; with CHEMPROP=1, chemprop's tuning
-#      (the same number of trials) runs beside it, one run at a time each;
+#      (the same number of trials) starts as soon as the first of the two tunings ends, so two
+#      processes run at all times (the comparison waits for both tunings, one run at a time);
 #   3. with CHEMPROP=1, `kangnn compare --with chemprop` on the same folder adds chemprop at
 #      its defaults and tuned (the KAN and MLP runs are kept; the rows come from one conv's
 #      comparison per dataset: `kangnn report` refuses a model found in two summaries).
@@ -32,16 +33,19 @@ tune() { "$kangnn" tune "experiments/$dataset.yaml" --trials "$trials" --out "$t
 
 tune --models kan &
 kan=$!
-tune --models mlp
-wait "$kan"
+tune --models mlp &
+mlp=$!
 out=experiments/results/$dataset/$variant
 compare() { "$kangnn" compare "$tuned/best-kan.yaml" --seeds "$seeds" --out "$out" "$@"; }
 if [ "${CHEMPROP:-0}" = 1 ]; then
+  wait -n "$kan" "$mlp"  # one core is free: chemprop's tuning takes it
   tune --models chemprop &
   chemprop=$!
+  wait "$kan" "$mlp"
   [ -f "$out/summary.json" ] || compare --jobs 1
   wait "$chemprop"
   grep -q '"chemprop-tuned"' "$out/compare.json" || compare --with chemprop --jobs 2
 else
+  wait "$kan" "$mlp"
   [ -f "$out/summary.json" ] || compare --jobs 2
 fi
