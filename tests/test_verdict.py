@@ -50,6 +50,17 @@ def _events(log: Path) -> list[tuple[str, str]]:
     return [tuple(line.split(" ", 1)) for line in log.read_text().splitlines()]
 
 
+def _repo_with_stub(tmp_path: Path, stub_text: str) -> tuple[Path, Path, Path]:
+    """A copy of verdict.sh in ``tmp_path/repo/experiments`` and a stand-in ``kangnn``."""
+    root = tmp_path / "repo"
+    (root / "experiments").mkdir(parents=True)
+    shutil.copy(SCRIPT, root / "experiments" / "verdict.sh")
+    stub = tmp_path / "kangnn"
+    stub.write_text(stub_text)
+    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    return root, stub, tmp_path / "log"
+
+
 def _run(root: Path, log: Path, stub: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "KANGNN": str(stub), "STUB_LOG": str(log), "CHEMPROP": "1"}
     return subprocess.run(
@@ -63,14 +74,7 @@ def _run(root: Path, log: Path, stub: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_chemprop_tuning_takes_the_first_free_core_and_steps_keep_their_order(tmp_path):
-    root = tmp_path / "repo"
-    (root / "experiments").mkdir(parents=True)
-    shutil.copy(SCRIPT, root / "experiments" / "verdict.sh")
-    stub = tmp_path / "kangnn"
-    stub.write_text(STUB)
-    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
-    log = tmp_path / "log"
-
+    root, stub, log = _repo_with_stub(tmp_path, STUB)
     done = _run(root, log, stub)
     assert done.returncode == 0, done.stderr
     events = _events(log)
@@ -99,14 +103,9 @@ def test_chemprop_tuning_takes_the_first_free_core_and_steps_keep_their_order(tm
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 def test_a_failed_tuning_stops_the_script(tmp_path):
-    root = tmp_path / "repo"
-    (root / "experiments").mkdir(parents=True)
-    shutil.copy(SCRIPT, root / "experiments" / "verdict.sh")
-    stub = tmp_path / "kangnn"
     # every command fails: nothing after the tunings may run
-    stub.write_text('#!/usr/bin/env bash\necho "start $*" >> "$STUB_LOG"\nexit 2\n')
-    stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
-    log = tmp_path / "log"
+    failing = '#!/usr/bin/env bash\necho "start $*" >> "$STUB_LOG"\nexit 2\n'
+    root, stub, log = _repo_with_stub(tmp_path, failing)
     done = _run(root, log, stub)
     assert done.returncode != 0
     assert not any("compare" in line for line in log.read_text().splitlines())
