@@ -41,11 +41,11 @@ if [ "${CHEMPROP:-0}" = 1 ]; then
   wait -n "$kan" "$mlp"  # one core is free: chemprop's tuning takes it
   tune --models chemprop &
   chemprop=$!
-  wait "$kan" "$mlp"
+  wait "$kan"; wait "$mlp"  # each on its own: a list returns the last one's status
   [ -f "$out/summary.json" ] || compare --jobs 1
   wait "$chemprop"
   grep -q '"chemprop-tuned"' "$out/compare.json" || compare --with chemprop --jobs 2
 else
-  wait "$kan" "$mlp"
+  wait "$kan"; wait "$mlp"  # each on its own: a list returns the last one's status
   [ -f "$out/summary.json" ] || compare --jobs 2
 fi

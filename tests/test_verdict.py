@@ -61,8 +61,8 @@ def _repo_with_stub(tmp_path: Path, stub_text: str) -> tuple[Path, Path, Path]:
     return root, stub, tmp_path / "log"
 
 
-def _run(root: Path, log: Path, stub: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "KANGNN": str(stub), "STUB_LOG": str(log), "CHEMPROP": "1"}
+def _run(root: Path, log: Path, stub: Path, chemprop: str = "1") -> subprocess.CompletedProcess:
+    env = {**os.environ, "KANGNN": str(stub), "STUB_LOG": str(log), "CHEMPROP": chemprop}
     return subprocess.run(
         ["bash", str(root / "experiments" / "verdict.sh"), "toy", "dmpnn"],
         env=env,
@@ -101,11 +101,28 @@ def test_chemprop_tuning_takes_the_first_free_core_and_steps_keep_their_order(tm
     assert names == {"tune-kan", "tune-mlp", "tune-chemprop"}
 
 
+# Only the KAN's tuning fails, and only after the MLP's has ended: `wait -n` then sees the MLP's
+# success first, and a `wait` on both pids at once would report the MLP's status alone.
+KAN_FAILS_LAST = r"""#!/usr/bin/env bash
+echo "start $*" >> "$STUB_LOG"
+case "$*" in
+  *"--models kan"*)
+    for _ in $(seq 300); do grep -q "end mlp" "$STUB_LOG" && break; sleep 0.1; done
+    exit 2 ;;
+  *"--models mlp"*) echo "end mlp" >> "$STUB_LOG" ;;
+esac
+"""
+
+
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_a_failed_tuning_stops_the_script(tmp_path):
-    # every command fails: nothing after the tunings may run
-    failing = '#!/usr/bin/env bash\necho "start $*" >> "$STUB_LOG"\nexit 2\n'
-    root, stub, log = _repo_with_stub(tmp_path, failing)
-    done = _run(root, log, stub)
+@pytest.mark.parametrize("chemprop", ["1", "0"])
+@pytest.mark.parametrize(
+    "stand_in",
+    ['#!/usr/bin/env bash\necho "start $*" >> "$STUB_LOG"\nexit 2\n', KAN_FAILS_LAST],
+    ids=["all-fail", "kan-fails-last"],
+)
+def test_a_failed_tuning_stops_the_script(tmp_path, stand_in, chemprop):
+    root, stub, log = _repo_with_stub(tmp_path, stand_in)
+    done = _run(root, log, stub, chemprop)
     assert done.returncode != 0
     assert not any("compare" in line for line in log.read_text().splitlines())
