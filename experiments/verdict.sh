@@ -41,11 +41,12 @@ if [ "${CHEMPROP:-0}" = 1 ]; then
   wait -n "$kan" "$mlp"  # one core is free: chemprop's tuning takes it
   tune --models chemprop &
   chemprop=$!
-  wait "$kan"; wait "$mlp"  # each on its own: a list returns the last one's status
+fi
+wait "$kan"; wait "$mlp"  # each on its own: a list returns the last one's status
+if [ "${CHEMPROP:-0}" = 1 ]; then
   [ -f "$out/summary.json" ] || compare --jobs 1
   wait "$chemprop"
   grep -q '"chemprop-tuned"' "$out/compare.json" || compare --with chemprop --jobs 2
 else
-  wait "$kan"; wait "$mlp"  # each on its own: a list returns the last one's status
   [ -f "$out/summary.json" ] || compare --jobs 2
 fi
