@@ -8,9 +8,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from cli_helpers import assert_user_error, run_cli
-from tiny import TINY_TRAIN
+from tiny import TINY_TRAIN, StopAt
 
 from kangnn.cli import main
 
@@ -29,7 +30,6 @@ def config_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("cfg") / "esol.yaml"
     path.write_text(Path("experiments/esol.yaml").read_text())
     return path
-
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,14 @@ def test_data_root_option_is_dataset_root(config_file, tmp_path, capsys):
     raw.parent.mkdir(parents=True)
     raw.write_text("Compound ID,measured log solubility in mols per litre,smiles\n")
     code, _, err = run_cli(
-        ["train", config_file, "--data-root", str(tmp_path / "other-root"),
-         f"output_dir={tmp_path / 'runs'}", *TINY],
+        [
+            "train",
+            config_file,
+            "--data-root",
+            str(tmp_path / "other-root"),
+            f"output_dir={tmp_path / 'runs'}",
+            *TINY,
+        ],
         capsys,
     )
     assert_user_error(code, err, str(raw))
@@ -300,9 +306,7 @@ def test_compare_two_seeds(esol_root, config_file, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == [cmp_dir.name]
 
 
-def test_compare_continues_an_interrupted_comparison(
-    esol_root, config_file, tmp_path, monkeypatch
-):
+def test_compare_continues_an_interrupted_comparison(esol_root, config_file, tmp_path, monkeypatch):
     """An interrupted comparison keeps its finished runs; the same call with the same out_dir
     trains only the missing ones (here two at a time), and another config may not reuse it."""
     from kangnn.config import load_config
@@ -314,11 +318,11 @@ def test_compare_continues_an_interrupted_comparison(
     out = tmp_path / "cmp"
     trained, interrupt = [], [True]
 
-    def run_inprocess(run_cfg, run_dir, split, label=None):  # no child processes: faster
+    def run_inprocess(run_cfg, run_dir, split, label=None, resume=None):  # no child processes
         if len(trained) == 3 and interrupt[0]:
             raise KeyboardInterrupt
         trained.append(run_dir.name)
-        return cmp._train_inprocess(run_cfg, run_dir, split, label)
+        return cmp._train_inprocess(run_cfg, run_dir, split, label, resume)
 
     monkeypatch.setattr(cmp, "_train_isolated", run_inprocess)
     with pytest.raises(KeyboardInterrupt):
@@ -343,6 +347,66 @@ def test_compare_continues_an_interrupted_comparison(
     assert [r["model"] for r in rows] == ["kan", "mlp"]
     with pytest.raises(cmp.ConfigError, match="parallel runs"):
         cmp.compare(load_config(config_file, [*overrides, "compare.isolate=false"]), jobs=2)
+
+
+def test_compare_continues_an_interrupted_run_where_it_stopped(
+    esol_root, config_file, tmp_path, monkeypatch, capsys
+):
+    """A run killed mid-training (e.g. at a session's end) is continued from its last epoch by
+    the next call, and ends with the numbers of a comparison that ran through."""
+    from kangnn.config import load_config
+    from kangnn.train import compare as cmp
+    from kangnn.train.run import train
+
+    overrides = [f"dataset.root={esol_root}", f"output_dir={tmp_path}", *TINY]
+    overrides += ["train.epochs=3", "model.dropout=0.3", "compare.isolate=false"]
+    cfg = load_config(config_file, overrides)
+    whole = cmp.compare(cfg, seeds=1, out_dir=tmp_path / "whole")
+
+    calls, real = [], cmp._train_inprocess
+
+    def run_inprocess(run_cfg, run_dir, split, label=None, resume=None):
+        calls.append((run_dir.name, resume is not None))
+        if run_dir.name == "mlp-s0" and resume is None:  # killed after its epoch 1
+            train(run_cfg, run_dir=run_dir, split=split, callbacks=[StopAt(1)])
+        return real(run_cfg, run_dir, split, label, resume)
+
+    monkeypatch.setattr(cmp, "_train_inprocess", run_inprocess)
+    out = tmp_path / "cut"
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        cmp.compare(cfg, seeds=1, out_dir=out)
+    partial = tmp_path / ".partial" / "cut" / "runs" / ".partial" / "mlp-s0"
+    assert (partial / "checkpoints" / "last.ckpt").is_file()
+    capsys.readouterr()
+    calls.clear()
+    cmp.compare(cfg, seeds=1, out_dir=out, log=print)
+    assert calls == [("mlp-s0", True)]  # kan-s0 was kept, mlp-s0 continued
+    assert "seed 0 MLP: continuing an interrupted run after epoch 1" in capsys.readouterr().out
+    for run in ("kan-s0", "mlp-s0"):
+        a = json.loads((whole.out_dir / "runs" / run / "metrics.json").read_text())
+        b = json.loads((out / "runs" / run / "metrics.json").read_text())
+        for key in ("val", "test", "best_epoch", "epochs_run"):
+            assert a[key] == b[key], (run, key)
+    a, b = (list(csv.DictReader(open(d / "summary.csv"))) for d in (whole.out_dir, out))
+    assert [r["test_rmse_mean"] for r in a] == [r["test_rmse_mean"] for r in b]
+
+
+def test_compare_restarts_a_run_it_cannot_continue_exactly(esol_root, config_file, tmp_path):
+    """A checkpoint without the random state (written before it was kept) would continue with
+    other dropout masks: such a run is trained anew, not continued."""
+    from kangnn.train import compare as cmp
+
+    partial = tmp_path / "p"
+    assert cmp._resumable_epochs(partial) is None  # nothing there
+    (partial / "checkpoints").mkdir(parents=True)
+    torch.save({"epoch": 4, "callbacks": {"EpochTimer": {}}}, partial / "checkpoints" / "last.ckpt")
+    assert cmp._resumable_epochs(partial) is None
+    torch.save(
+        {"epoch": 4, "callbacks": {"RandomState": {}}}, partial / "checkpoints" / "last.ckpt"
+    )
+    assert cmp._resumable_epochs(partial) == 5
+    (partial / "checkpoints" / "last.ckpt").write_bytes(b"cut short")
+    assert cmp._resumable_epochs(partial) is None
 
 
 def test_compare_summary_describes_each_tuned_model(esol_root, config_file, tmp_path):

@@ -15,7 +15,7 @@ import lightning as L
 import pytest
 import torch
 from tiny import TINY_TRAIN as TINY
-from tiny import tiny_config
+from tiny import StopAt, tiny_config
 from torchmetrics.functional.classification import binary_auroc
 
 from kangnn.config import ConfigError, apply_overrides, default_config, load_config
@@ -26,7 +26,6 @@ from kangnn.train.rundir import CheckpointError, read_metrics_csv
 
 NAN = float("nan")
 ESOL_ROWS = 160  # a small slice of ESOL keeps each training run to a few seconds
-
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +178,41 @@ def test_resume_from_last_checkpoint(esol_root, tmp_path):
         train(None, resume=first.run_dir, overrides=["train.epochs=4", "model.hidden_channels=8"])
     assert (first.run_dir / "metrics.json").read_text() == before
     assert not (tmp_path / ".partial").exists()
+
+
+@pytest.mark.parametrize("function", ["kan", "mlp"])
+def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(esol_root, tmp_path, function):
+    """Dropout, batch order, schedule, early-stopping state and the best checkpoint all continue
+    where they stopped: a run killed after epoch 1 and resumed ends bit-identical to one run
+    through."""
+    extra = [
+        f"model.function={function}",
+        "train.epochs=4",
+        "model.dropout=0.3",
+        "train.patience=3",
+        "train.scheduler=cosine",
+        "train.warmup_epochs=1",
+    ]
+    whole = train(tiny_config(esol_root, tmp_path / "whole", *extra))
+    cfg = tiny_config(esol_root, tmp_path / "cut", *extra)
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(cfg, run_dir=tmp_path / "cut" / "run", callbacks=[StopAt(2)])
+    partial = tmp_path / "cut" / ".partial" / "run"
+    assert (partial / "checkpoints" / "last.ckpt").is_file()
+    resumed = train(None, resume=partial)
+    assert resumed.run_dir == tmp_path / "cut" / "run"
+    logged = read_metrics_csv(resumed.run_dir / "logs" / "metrics.csv")
+    # continued after epoch 1 (last.ckpt is written every epoch), nothing replayed
+    assert [int(r["epoch"]) for r in logged if r.get("val/rmse")] == [0, 1, 2, 3]
+    for key in ("val", "test", "best_epoch", "epochs_run"):
+        assert resumed.metrics[key] == whole.metrics[key], key
+    for ckpt in ("best.ckpt", "last.ckpt"):  # last: the weights after epochs 2-3 too
+        a = torch.load(whole.run_dir / "checkpoints" / ckpt, weights_only=False)["state_dict"]
+        b = torch.load(resumed.run_dir / "checkpoints" / ckpt, weights_only=False)["state_dict"]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), ckpt
+    assert (resumed.run_dir / "predictions.csv").read_text() == (
+        whole.run_dir / "predictions.csv"
+    ).read_text()
 
 
 def test_weight_average_is_what_is_validated_checkpointed_and_tested(esol_root, tmp_path):

@@ -1,9 +1,11 @@
-"""The smallest training settings the tests share, and a tiny ESOL config built from them."""
+"""The smallest training settings the tests share, a tiny ESOL config built from them, and a
+callback that interrupts training as a killed process would."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 from omegaconf import DictConfig
 
 from kangnn.config import load_config
@@ -35,3 +37,15 @@ def tiny_config(root: Path, out: Path, *extra: str) -> DictConfig:
             *extra,
         ],
     )
+
+
+class StopAt(L.Callback):
+    """Interrupt training at the start of epoch ``epoch``, leaving what a killed process leaves:
+    the run in ``.partial`` with the ``last.ckpt`` of the epoch before."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            raise KeyboardInterrupt

@@ -1,9 +1,10 @@
-"""Lightning callbacks: the KAN grid fit (before and during training), and what the comparison
-reports (time per training epoch, peak memory)."""
+"""Lightning callbacks: the KAN grid fit (before and during training), what the comparison
+reports (time per training epoch, peak memory), and the random state a resumed run continues."""
 
 from __future__ import annotations
 
 import os
+import random
 import resource
 import sys
 import threading
@@ -15,7 +16,67 @@ import lightning as L
 import numpy as np
 import torch
 
-__all__ = ["EpochTimer", "GridFit", "PeakMemory", "current_rss_bytes", "grid_fit_sample"]
+__all__ = [
+    "EpochTimer",
+    "GridFit",
+    "PeakMemory",
+    "RandomState",
+    "current_rss_bytes",
+    "grid_fit_sample",
+]
+
+
+def _numpy_state() -> tuple[str, torch.Tensor, int, int, float]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return (
+        str(kind),
+        torch.from_numpy(keys.astype(np.int64)),
+        int(pos),
+        int(has_gauss),
+        float(gauss),
+    )
+
+
+class RandomState(L.Callback):
+    """Keep the global random state (torch, CUDA, NumPy, ``random``) in checkpoints.
+
+    Dropout draws from torch's global generator, which Lightning's checkpoints do not hold: a
+    run resumed from ``last.ckpt`` would draw other masks than the uninterrupted run did. With
+    this callback the state at the checkpoint is restored when the resumed fit starts training
+    (``on_train_start``: after the model was built and the checkpoint loaded, which draw numbers
+    of their own), so a deterministic run interrupted and resumed ends with the same weights and
+    metrics as one that ran through. ``restored`` tells whether a state was restored.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+        self.restored = False
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "torch": torch.get_rng_state(),
+            # plain values and tensors only: checkpoints are read with weights_only=True
+            "numpy": _numpy_state(),
+            "python": random.getstate(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = dict(state_dict)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state, self._pending = self._pending, None
+        if not state:
+            return
+        torch.set_rng_state(state["torch"])
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        random.setstate(state["python"])
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        self.restored = True
 
 
 class EpochTimer(L.Callback):

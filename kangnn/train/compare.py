@@ -47,6 +47,7 @@ from kangnn.config import (
 from kangnn.files import atomic_write_json, make_dirs
 from kangnn.reports import format_pm, markdown_table, plot_curves
 from kangnn.train.rundir import (
+    LAST_CKPT,
     LOG_CSV,
     METRICS_FILE,
     RunDirError,
@@ -151,21 +152,29 @@ def _run_config(cfg: DictConfig, function: str, seed: int) -> DictConfig:
 
 
 def _train_isolated(
-    run_cfg: DictConfig, run_dir: Path, split: dict[str, list[int]], label: str | None = None
+    run_cfg: DictConfig,
+    run_dir: Path,
+    split: dict[str, list[int]],
+    label: str | None = None,
+    resume: Path | None = None,
 ) -> dict[str, Any]:
     """Train in a fresh Python process (clean peak-memory and timing figures); ``label``
-    names a chemprop row (``chemprop``, ``chemprop-tuned``) instead of a kangnn run."""
+    names a chemprop row (``chemprop``, ``chemprop-tuned``) instead of a kangnn run; ``resume``
+    is an interrupted kangnn run (in ``.partial``) to continue instead of training anew."""
     with tempfile.TemporaryDirectory(prefix="kangnn-cmp-") as tmp:
         cfg_path = Path(tmp) / "config.yaml"
         save_config(run_cfg, cfg_path)
         split_path = Path(tmp) / "splits.json"
         split_path.write_text(json.dumps(split))
-        if label is None:
-            cmd = [sys.executable, "-m", "kangnn.cli", "train", str(cfg_path)]
+        if resume is not None:
+            cmd = [sys.executable, "-m", "kangnn.cli", "train", "--resume", str(resume)]
         else:
-            cmd = [sys.executable, "-m", "kangnn.train.chemprop", str(cfg_path)]
-            cmd += ["--label", label]
-        cmd += ["--run-dir", str(run_dir), "--split", str(split_path)]
+            if label is None:
+                cmd = [sys.executable, "-m", "kangnn.cli", "train", str(cfg_path)]
+            else:
+                cmd = [sys.executable, "-m", "kangnn.train.chemprop", str(cfg_path)]
+                cmd += ["--label", label]
+            cmd += ["--run-dir", str(run_dir), "--split", str(split_path)]
         env = dict(os.environ)
         env.pop("KANGNN_RUN_STAGING", None)
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -178,17 +187,42 @@ def _train_isolated(
 
 
 def _train_inprocess(
-    run_cfg: DictConfig, run_dir: Path, split: dict[str, list[int]], label: str | None = None
+    run_cfg: DictConfig,
+    run_dir: Path,
+    split: dict[str, list[int]],
+    label: str | None = None,
+    resume: Path | None = None,
 ) -> dict[str, Any]:
-    if label is not None:
+    from kangnn.train.run import train
+
+    if resume is not None:
+        result = train(None, resume=resume)
+    elif label is not None:
         from kangnn.train.chemprop import train_chemprop
 
         return train_chemprop(run_cfg, run_dir, split, label=label)
-    from kangnn.train.run import train
-
-    result = train(run_cfg, run_dir=run_dir, split=split)
+    else:
+        result = train(run_cfg, run_dir=run_dir, split=split)
     assert result is not None
     return result.metrics
+
+
+def _resumable_epochs(partial: Path) -> int | None:
+    """Epochs done by the interrupted kangnn run in ``partial``, if it can be continued exactly:
+    its ``last.ckpt`` holds the global random state (:class:`~kangnn.train.callbacks.RandomState`;
+    checkpoints written before it existed would continue with other dropout masks)."""
+    path = partial / LAST_CKPT
+    if not path.is_file():
+        return None
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a checkpoint cut short by the interruption
+        return None
+    if not any(key.startswith("RandomState") for key in ckpt.get("callbacks", {})):
+        return None
+    return int(ckpt.get("epoch", 0)) + 1
 
 
 def _externals(cfg: DictConfig, with_models: Sequence[str]) -> list[tuple[str, DictConfig]]:
@@ -345,11 +379,19 @@ def compare(
         row, seed, shown, run_cfg, label = task
         run_dir = staging / "runs" / f"{row}-s{seed}"
         t0 = time.perf_counter()
+        partial = staging_dir(run_dir)
+        done = None if label is not None else _resumable_epochs(partial)
         if (run_dir / METRICS_FILE).exists():
             metrics = json.loads((run_dir / METRICS_FILE).read_text())
             log(f"  seed {seed} {shown}: finished in an earlier call, kept")
+        elif done is not None:
+            # Interrupted (e.g. a session's end): continued from its last epoch, to the numbers
+            # an uninterrupted run gives (same weights, batch order, dropout masks, schedule).
+            log(f"  seed {seed} {shown}: continuing an interrupted run after epoch {done}")
+            metrics = run_one(run_cfg, run_dir, splits[seed], label, resume=partial)
+            _log_run(log, seed, shown, metric, metrics, t0)
         else:
-            remove_tree(staging_dir(run_dir))  # an interrupted run: trained again from scratch
+            remove_tree(partial)  # an interrupted run that cannot be continued: trained anew
             metrics = run_one(run_cfg, run_dir, splits[seed], label)
             _log_run(log, seed, shown, metric, metrics, t0)
         metrics["run_dir"] = str(Path("runs") / run_dir.name)
