@@ -380,11 +380,10 @@ def compare(
         run_dir = staging / "runs" / f"{row}-s{seed}"
         t0 = time.perf_counter()
         partial = staging_dir(run_dir)
-        done = None if label is not None else _resumable_epochs(partial)
         if (run_dir / METRICS_FILE).exists():
             metrics = json.loads((run_dir / METRICS_FILE).read_text())
             log(f"  seed {seed} {shown}: finished in an earlier call, kept")
-        elif done is not None:
+        elif label is None and (done := _resumable_epochs(partial)) is not None:
             # Interrupted (e.g. a session's end): continued from its last epoch, to the numbers
             # an uninterrupted run gives (same weights, batch order, dropout masks, schedule).
             log(f"  seed {seed} {shown}: continuing an interrupted run after epoch {done}")
