@@ -394,19 +394,19 @@ def test_compare_continues_an_interrupted_run_where_it_stopped(
 def test_compare_restarts_a_run_it_cannot_continue_exactly(esol_root, config_file, tmp_path):
     """A checkpoint without the random state (written before it was kept) would continue with
     other dropout masks: such a run is trained anew, not continued."""
-    from kangnn.train import compare as cmp
+    from kangnn.train.rundir import resumable_epochs
 
     partial = tmp_path / "p"
-    assert cmp._resumable_epochs(partial) is None  # nothing there
+    assert resumable_epochs(partial) is None  # nothing there
     (partial / "checkpoints").mkdir(parents=True)
     torch.save({"epoch": 4, "callbacks": {"EpochTimer": {}}}, partial / "checkpoints" / "last.ckpt")
-    assert cmp._resumable_epochs(partial) is None
+    assert resumable_epochs(partial) is None
     torch.save(
         {"epoch": 4, "callbacks": {"RandomState": {}}}, partial / "checkpoints" / "last.ckpt"
     )
-    assert cmp._resumable_epochs(partial) == 5
+    assert resumable_epochs(partial) == 5
     (partial / "checkpoints" / "last.ckpt").write_bytes(b"cut short")
-    assert cmp._resumable_epochs(partial) is None
+    assert resumable_epochs(partial) is None
 
 
 def test_compare_summary_describes_each_tuned_model(esol_root, config_file, tmp_path):

@@ -129,6 +129,47 @@ def test_rerun_runs_only_missing_trials_and_skips_interrupted_ones(study, capsys
     assert "already done" in capsys.readouterr().err
 
 
+def test_a_cut_off_trial_is_continued_to_the_value_of_an_uninterrupted_one(
+    esol_root, tmp_path, monkeypatch
+):
+    """A session ending mid-trial: the rerun continues that trial from its last epoch (same
+    values, same run) instead of drawing a new one, and gets the uninterrupted trial's value."""
+    from kangnn.train.tune import tune
+
+    # Dropout on, so that the continued trial must also restore the random state.
+    cfg = load_config(_config(tmp_path), [f"dataset.root={esol_root}", *TINY, "tune.epochs=3"])
+    whole = tune(cfg, trials=1, models=["kan"], out_dir=tmp_path / "whole")
+
+    def stop_at_epoch_2(self, trainer, pl_module):
+        if trainer.current_epoch == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "cut"
+    with monkeypatch.context() as m:
+        m.setattr(PruningReporter, "on_train_epoch_start", stop_at_epoch_2, raising=False)
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            tune(cfg, trials=1, models=["kan"], out_dir=out)
+    assert (out / "trials" / "kan" / ".partial" / "000" / "checkpoints" / "last.ckpt").is_file()
+    lines: list[str] = []
+    tune(cfg, trials=1, models=["kan"], out_dir=out, log=lines.append)
+    assert any("continuing cut-off trial 0 after epoch 2" in line for line in lines)
+    cut, continued = _trials(out)
+    assert (cut["state"], cut["counted"], cut["error"]) == ("fail", "False", "interrupted")
+    assert (continued["state"], continued["continues"]) == ("complete", "0")
+    assert continued["params"] == cut["params"] == whole.trials[0]["params"]
+    assert continued["epochs"] == "3"  # the cut trial's epochs were reported again
+    assert float(continued["val_rmse"]) == whole.trials[0]["val_rmse"]
+    assert not (out / "trials" / "kan" / ".partial").exists()
+    run = out / "trials" / "kan" / "001"
+    assert json.loads((run / "metrics.json").read_text())["val"] == json.loads(
+        (tmp_path / "whole" / "trials" / "kan" / "000" / "metrics.json").read_text()
+    )["val"]
+    # Done: a rerun neither trains nor queues anything.
+    tune(cfg, trials=1, models=["kan"], out_dir=out)
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    assert len(optuna.load_study(study_name="kan", storage=storage).trials) == 2
+
+
 def test_pruning_reporter_stops_a_trial_that_trails_the_median():
     s = optuna.create_study(pruner=optuna.pruners.MedianPruner(n_startup_trials=1))
     first = s.ask()

@@ -47,7 +47,6 @@ from kangnn.config import (
 from kangnn.files import atomic_write_json, make_dirs
 from kangnn.reports import format_pm, markdown_table, plot_curves
 from kangnn.train.rundir import (
-    LAST_CKPT,
     LOG_CSV,
     METRICS_FILE,
     RunDirError,
@@ -55,6 +54,7 @@ from kangnn.train.rundir import (
     experiment_name,
     read_metrics_csv,
     remove_tree,
+    resumable_epochs,
     staging_dir,
     timestamp,
 )
@@ -205,24 +205,6 @@ def _train_inprocess(
         result = train(run_cfg, run_dir=run_dir, split=split)
     assert result is not None
     return result.metrics
-
-
-def _resumable_epochs(partial: Path) -> int | None:
-    """Epochs done by the interrupted kangnn run in ``partial``, if it can be continued exactly:
-    its ``last.ckpt`` holds the global random state (:class:`~kangnn.train.callbacks.RandomState`;
-    checkpoints written before it existed would continue with other dropout masks)."""
-    path = partial / LAST_CKPT
-    if not path.is_file():
-        return None
-    import torch
-
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception:  # a checkpoint cut short by the interruption
-        return None
-    if not any(key.startswith("RandomState") for key in ckpt.get("callbacks", {})):
-        return None
-    return int(ckpt.get("epoch", 0)) + 1
 
 
 def _externals(cfg: DictConfig, with_models: Sequence[str]) -> list[tuple[str, DictConfig]]:
@@ -383,7 +365,7 @@ def compare(
         if (run_dir / METRICS_FILE).exists():
             metrics = json.loads((run_dir / METRICS_FILE).read_text())
             log(f"  seed {seed} {shown}: finished in an earlier call, kept")
-        elif label is None and (done := _resumable_epochs(partial)) is not None:
+        elif label is None and (done := resumable_epochs(partial)) is not None:
             # Interrupted (e.g. a session's end): continued from its last epoch, to the numbers
             # an uninterrupted run gives (same weights, batch order, dropout masks, schedule).
             log(f"  seed {seed} {shown}: continuing an interrupted run after epoch {done}")

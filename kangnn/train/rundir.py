@@ -30,6 +30,7 @@ __all__ = [
     "new_run_name",
     "read_metrics_csv",
     "remove_tree",
+    "resumable_epochs",
     "run_stem",
     "staging_dir",
     "timestamp",
@@ -119,6 +120,22 @@ def find_resumable(cfg: DictConfig) -> Path:
     if not candidates:
         raise RunDirError(f"train.resume=true: no run of {stem} with a last.ckpt under {out}")
     return max(candidates, key=lambda p: (p / LAST_CKPT).stat().st_mtime)
+
+
+def resumable_epochs(run_dir: Path) -> int | None:
+    """Epochs done by the interrupted run in ``run_dir``, if it can be continued exactly: its
+    ``last.ckpt`` holds the global random state (:class:`~kangnn.train.callbacks.RandomState`;
+    checkpoints written before it existed would continue with other dropout masks)."""
+    path = run_dir / LAST_CKPT
+    if not path.is_file():
+        return None
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception:  # a checkpoint cut short by the interruption
+        return None
+    if not any(key.startswith("RandomState") for key in ckpt.get("callbacks", {})):
+        return None
+    return int(ckpt.get("epoch", 0)) + 1
 
 
 def load_run_config(run_dir: str | Path, overrides: Any = None) -> DictConfig:

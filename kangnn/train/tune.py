@@ -10,7 +10,11 @@ at. Hopeless trials are pruned (Optuna's ``MedianPruner`` on the per-epoch valid
 The study lives in ``<out>/optuna.db`` (Optuna's SQLite storage, one study per model), so a
 rerun with the same config continues it: with ``--trials N`` only the trials still missing are
 run. Trials that finished (complete, pruned, or failed on a model that cannot be built) count
-towards ``N``; a trial cut short by an interruption does not and is run again.
+towards ``N``; a trial cut short by an interruption (a session's end) does not. A kangnn
+trial cut short is continued by the next rerun from its last finished epoch, to the value an
+uninterrupted trial gets (a new trial with the same values, ``continues`` in ``trials.csv``
+naming the one it takes over; its ``seconds`` count the continued part); one that cannot be
+continued, and a chemprop trial, is drawn anew.
 
 Parameter matching stays as in ``train``: an MLP trial's function width is matched to the KAN
 built from that trial's own config (its widths, layers, the base grid size). So each tuned MLP
@@ -59,7 +63,7 @@ from kangnn.config import (
     validate_config,
 )
 from kangnn.models import ParameterMatchError
-from kangnn.train.rundir import experiment_name
+from kangnn.train.rundir import experiment_name, resumable_epochs, staging_dir
 
 __all__ = [
     "OBJECTIVES",
@@ -104,6 +108,10 @@ class TrialContext:
         The validation metric (``rmse``/``roc_auc``) and its direction (``min``/``max``).
     pruned:
         Set by :meth:`report` once the pruner has given up on the trial.
+    resume:
+        For an objective that continues cut-off trials (:attr:`Tunable.continues`): the
+        interrupted run to continue (``staging_dir(run_dir)``, with its ``last.ckpt``), else
+        ``None``.
     """
 
     trial: Any
@@ -113,6 +121,7 @@ class TrialContext:
     mode: str
     pruned: bool = False
     pruned_at: int | None = None
+    resume: Path | None = None
 
     def report(self, epoch: int, value: float) -> bool:
         """Report the validation metric after ``epoch`` (0-based); ``True`` = stop (pruned)."""
@@ -159,11 +168,15 @@ class Tunable:
         outside :class:`~kangnn.models.MoleculeGNN` (its best config keeps the base one's).
     check_key:
         ``check_key(key) -> reason or None``: why ``key`` cannot be searched for this model.
+    continues:
+        Whether the objective continues a trial cut off mid-training from ``context.resume``
+        (a kangnn run directory left in ``.partial``); the others start such trials anew.
     """
 
     objective: Callable[[DictConfig, TrialContext], float]
     function: str | None = None
     check_key: Callable[[str], str | None] | None = None
+    continues: bool = False
 
 
 #: The models ``kangnn tune`` knows, by name.
@@ -183,7 +196,10 @@ def _train_objective(cfg: DictConfig, ctx: TrialContext) -> float:
     """Train a :class:`MoleculeGNN` run on the shared data; its best validation metric."""
     from kangnn.train.run import train
 
-    result = train(cfg, run_dir=ctx.run_dir, data=ctx.data, callbacks=[ctx.callback()])
+    if ctx.resume is not None:  # the trial's own config.yaml and split, from its last epoch
+        result = train(cfg, resume=ctx.resume, callbacks=[ctx.callback()])
+    else:
+        result = train(cfg, run_dir=ctx.run_dir, data=ctx.data, callbacks=[ctx.callback()])
     assert result is not None
     shutil.rmtree(result.run_dir / "checkpoints", ignore_errors=True)  # the configs suffice
     value = result.metrics["val"].get(ctx.metric)
@@ -199,7 +215,10 @@ def _gnn_key(key: str) -> str | None:
 
 
 for _function in FUNCTIONS:
-    register(_function, Tunable(objective=_train_objective, function=_function, check_key=_gnn_key))
+    register(
+        _function,
+        Tunable(_train_objective, function=_function, check_key=_gnn_key, continues=True),
+    )
 
 
 def _load_plugins() -> None:
@@ -287,6 +306,47 @@ def _counted(trial: Any) -> bool:
     if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     return trial.state == TrialState.FAIL and "error" in trial.user_attrs
+
+
+def _enqueue_cut_off(study: Any, folder: Path, room: int) -> None:
+    """Queue a continuation of each trial cut off mid-training whose run can be continued
+    exactly (at most ``room``): a trial with the same values that takes over its run directory
+    (:func:`_run_trial`). A trial already taken over, by a finished or a queued trial, is not."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    taken = {t.user_attrs["continues"] for t in trials if "continues" in t.user_attrs}
+    room -= sum(t.state == TrialState.WAITING for t in trials)  # queued by an earlier session
+    for t in trials:
+        if room <= 0:
+            return
+        if t.state != TrialState.FAIL or _counted(t) or t.number in taken:
+            continue
+        if resumable_epochs(staging_dir(folder / f"{t.number:03d}")) is not None:
+            study.enqueue_trial(t.params, user_attrs={"continues": t.number})
+            room -= 1
+
+
+def _take_over(study: Any, trial: Any, ctx: TrialContext) -> int | None:
+    """Make ``trial`` continue the cut-off trial it was queued for: move that trial's run into
+    ``trial``'s staging folder and report its epochs again; the epochs done, or ``None``."""
+    number = trial.user_attrs.get("continues")
+    if number is None:
+        return None
+    src = staging_dir(ctx.run_dir.parent / f"{number:03d}")
+    done = resumable_epochs(src)
+    if done is None:  # gone since it was queued: the same values, trained anew
+        return None
+    dst = staging_dir(ctx.run_dir)
+    if dst.exists():
+        shutil.rmtree(dst)
+    os.replace(src, dst)
+    [old] = (t for t in study.get_trials(deepcopy=False) if t.number == number)
+    for step, value in sorted(old.intermediate_values.items()):
+        if step < done:  # the pruner sees the whole curve; later epochs are trained again
+            trial.report(value, step)
+    ctx.resume = dst
+    return done
 
 
 def _same_config(study: Any, fingerprint: dict[str, str]) -> list[str]:
@@ -397,8 +457,10 @@ def _run_trial(
     metric: str,
     mode: str,
     epochs: int | None,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Ask for a trial, train it, tell the study; a record of what happened."""
+    """Ask for a trial (a queued continuation first), train it, tell the study; a record of
+    what happened."""
     from optuna.trial import TrialState
 
     trial = study.ask()
@@ -407,6 +469,11 @@ def _run_trial(
     record: dict[str, Any] = {"model": model, "number": trial.number, "params": params}
     t0 = time.perf_counter()
     try:
+        if OBJECTIVES[model].continues and (done := _take_over(study, trial, ctx)) is not None:
+            log(
+                f"  {model} trial {trial.number}: continuing cut-off trial "
+                f"{trial.user_attrs['continues']} after epoch {done}"
+            )
         cfg = _trial_config(base, params, epochs)
         value = OBJECTIVES[model].objective(cfg, ctx)
     except _TRIAL_ERRORS as err:
@@ -501,6 +568,7 @@ def _summary(
                     "epochs": (steps[-1] + 1) if steps else None,
                     "seconds": dur,
                     "error": error,
+                    "continues": t.user_attrs.get("continues"),
                     "params": json.dumps(t.params, sort_keys=True),
                 }
             )
@@ -629,11 +697,13 @@ def tune(
     for m in models:
         study = studies[m]
         done = sum(_counted(t) for t in study.get_trials(deepcopy=False))
+        if OBJECTIVES[m].continues:
+            _enqueue_cut_off(study, out / "trials" / m, n_trials - done)
         if done >= n_trials:
             log(f"  {m}: {done} trials already done")
         while done < n_trials:
             rec = _run_trial(
-                study, m, bases[m], spaces[m], data, out, metric, mode, cfg.tune.epochs
+                study, m, bases[m], spaces[m], data, out, metric, mode, cfg.tune.epochs, log
             )
             done += 1
             records.append(rec)
