@@ -3,6 +3,7 @@ the missing-chemprop error, and `kangnn report`."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import math
@@ -15,9 +16,10 @@ import pytest
 import yaml
 from cli_helpers import assert_user_error, run_cli
 from scipy.stats import wilcoxon
-from tiny import TINY_TRAIN
+from tiny import TINY_TRAIN, StopAt
 
 from kangnn.cli import main
+from kangnn.train.rundir import RunDirError
 
 ESOL_ROWS = 60
 TINY = [
@@ -219,6 +221,76 @@ def test_chemprop_run_is_deterministic(esol_root, tmp_path):
     assert c["test"] != a["test"]  # the seed reaches the weights and the batch order
     code = main(["splits", "export", str(tmp_path / "a"), "--output", str(tmp_path / "s.json")])
     assert code == 0  # a chemprop run directory exports like a kangnn one
+
+
+def test_cut_off_chemprop_run_continues_to_the_uninterrupted_numbers(esol_root, tmp_path):
+    """A chemprop run killed mid-training (a session's end) continues from its last epoch to the
+    run an uninterrupted one gives: weights, schedule, best checkpoint, dropout masks and the
+    order of chemprop's batches (its sampler reshuffles on every pass) all carry over."""
+    _needs_chemprop()
+    from kangnn.config import load_config
+    from kangnn.train.chemprop import train_chemprop
+
+    extra = ["chemprop.epochs=4", "chemprop.dropout=0.2"]
+    cfg = load_config(
+        "experiments/esol.yaml",
+        [f"dataset.root={esol_root}", "dataset.split=random", *TINY, *extra],
+    )
+    whole = train_chemprop(cfg, tmp_path / "whole")
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train_chemprop(cfg, tmp_path / "cut", callbacks=[StopAt(2)])
+    partial = tmp_path / ".partial" / "cut"
+    assert (partial / "checkpoints" / "last.ckpt").is_file()
+    other = copy.deepcopy(cfg)
+    other.chemprop.dropout = 0.1
+    with pytest.raises(RunDirError, match="made with another config"):
+        train_chemprop(other, tmp_path / "cut", resume=True)
+    # as `kangnn compare` continues it: the child process's --resume
+    from kangnn.config import save_config
+    from kangnn.train.chemprop import main as chemprop_main
+
+    save_config(cfg, tmp_path / "cfg.yaml")
+    assert (
+        chemprop_main([str(tmp_path / "cfg.yaml"), "--run-dir", str(tmp_path / "cut"), "--resume"])
+        == 0
+    )
+    cut = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    for key in ("val", "test", "best_epoch", "epochs_run", "chemprop_selection"):
+        assert cut[key] == whole[key], key
+    assert len(cut["epoch_times_s"]) == 4
+    for name in ("predictions.csv", "val_predictions.csv"):
+        assert (tmp_path / "cut" / name).read_text() == (tmp_path / "whole" / name).read_text()
+    logged = list(csv.DictReader(open(tmp_path / "cut" / "logs" / "metrics.csv")))
+    assert sorted({int(r["epoch"]) for r in logged}) == [0, 1, 2, 3]
+    assert not partial.exists() and not (tmp_path / "cut" / "checkpoints" / "last.ckpt").exists()
+
+
+def test_compare_continues_a_cut_off_chemprop_run(esol_root, tmp_path, monkeypatch, capsys):
+    _needs_chemprop()
+    from kangnn.config import load_config
+    from kangnn.train import compare as cmp
+    from kangnn.train.chemprop import train_chemprop
+
+    overrides = [f"dataset.root={esol_root}", "dataset.split=random", *TINY, "chemprop.epochs=3"]
+    cfg = load_config("experiments/esol.yaml", overrides)
+    calls, real = [], cmp._train_inprocess
+
+    def run_inprocess(run_cfg, run_dir, split, label=None, resume=None):
+        calls.append((run_dir.name, resume is not None))
+        if label == "chemprop" and resume is None:  # killed after its epoch 1
+            train_chemprop(run_cfg, run_dir, split, label=label, callbacks=[StopAt(1)])
+        return real(run_cfg, run_dir, split, label, resume)
+
+    monkeypatch.setattr(cmp, "_train_inprocess", run_inprocess)
+    out = tmp_path / "cmp"
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        cmp.compare(cfg, seeds=1, out_dir=out, with_models=["chemprop"])
+    calls.clear()
+    cmp.compare(cfg, seeds=1, out_dir=out, with_models=["chemprop"], log=print)
+    assert calls == [("chemprop-s0", True)]  # the KAN and MLP runs were kept
+    assert "seed 0 chemprop: continuing an interrupted run after epoch 1" in capsys.readouterr().out
+    metrics = json.loads((out / "runs" / "chemprop-s0" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3 and len(metrics["epoch_times_s"]) == 3
 
 
 def test_chemprop_child_takes_overrides(esol_root, tmp_path, capsys):

@@ -21,8 +21,12 @@ kangnn run. Time per epoch and peak memory are measured by the same callbacks as
 
 A chemprop run directory holds ``config.yaml`` (the kangnn config, ``chemprop`` section
 included), ``splits.json`` (kangnn's indices), ``predictions.csv``, ``val_predictions.csv``,
-``metrics.json``, ``environment.json``, ``logs/metrics.csv`` and ``checkpoints/best.ckpt``;
-nothing is written outside it.
+``metrics.json``, ``environment.json``, ``logs/metrics.csv`` and ``checkpoints/best.ckpt``
+(``checkpoints/last.ckpt`` too, written after every epoch); nothing is written outside it. A
+run cut off mid-training (a session's end) is left in ``.partial`` and continues from its last
+epoch with ``resume=True`` (``--resume``), to the numbers an uninterrupted run gives: the
+checkpoint keeps the weights, optimiser, schedule, early-stopping and random states, and the
+order of the training batches is replayed.
 
 chemprop is optional (``pip install 'kangnn[chemprop]'``); this module imports it only when it
 trains. It also registers ``chemprop`` as a model of ``kangnn tune`` (over the ``tune.space``
@@ -52,16 +56,22 @@ from omegaconf import DictConfig, OmegaConf
 from kangnn.config import ConfigError, apply_overrides, primary_metric, save_config
 from kangnn.data import DataError, load_split
 from kangnn.files import atomic_write_json, make_dirs
+from kangnn.train.callbacks import RandomState
 from kangnn.train.metrics import make_metrics
 from kangnn.train.rundir import (
     CONFIG_FILE,
+    LAST_CKPT,
+    LOG_CSV,
     METRICS_FILE,
     PREDICTIONS_FILE,
     SPLITS_FILE,
     RunDirError,
     drop_if_empty,
     load_run_config,
+    merge_metrics_csv,
     remove_tree,
+    resumable_epochs,
+    retarget_checkpoint,
     staging_dir,
 )
 
@@ -82,6 +92,7 @@ INSTALL_HINT = "pip install 'kangnn[chemprop]' (or bash install.sh)"
 MODEL_NAMES = ("chemprop", "chemprop-tuned")
 VAL_PREDICTIONS_FILE = "val_predictions.csv"
 BEST_CKPT = Path("checkpoints") / "best.ckpt"
+LOG_BEFORE_RESUME = Path("logs") / "metrics-before-resume.csv"
 
 
 class ChempropUnavailableError(RuntimeError):
@@ -237,6 +248,23 @@ def _model(
     )
 
 
+class _RandomState(RandomState):
+    """:class:`~kangnn.train.callbacks.RandomState` for chemprop's training loader, which has
+    no generator of its own: each pass over it draws one number from torch's global generator
+    (the workers' base seed, as ``torch.utils.data`` documents). A resumed fit starts its first
+    pass before ``on_train_start`` restores the saved state, so that draw is made again after
+    the restore, where the uninterrupted run made it."""
+
+    @property
+    def state_key(self) -> str:
+        return "RandomState"  # the key resumable_epochs looks for
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if self.restored:
+            torch.empty((), dtype=torch.int64).random_()
+
+
 class _Report(L.Callback):
     """Report chemprop's per-epoch validation metric (in the target's units) to ``report``
     (``kangnn tune``'s pruner) and stop the fit when it answers ``True``."""
@@ -307,6 +335,8 @@ def train_chemprop(
     label: str = "chemprop",
     report: Callable[[int, float], bool] | None = None,
     keep_checkpoint: bool = True,
+    resume: bool = False,
+    callbacks: Sequence[L.Callback] = (),
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train chemprop on kangnn's molecules and split; write its run directory.
@@ -327,7 +357,15 @@ def train_chemprop(
     report:
         ``report(epoch, value) -> stop?`` after each validation epoch (``kangnn tune``).
     keep_checkpoint:
-        Keep ``checkpoints/best.ckpt``.
+        Keep ``checkpoints/best.ckpt`` (and ``last.ckpt``). With ``True`` a run interrupted
+        mid-training (``KeyboardInterrupt``) is left in ``.partial`` to be continued; with
+        ``False`` (tuning trials) it is removed.
+    resume:
+        Continue the run cut off in ``run_dir``'s staging folder (``.partial/<name>``) from its
+        ``last.ckpt``; it must have been made with the same config and split. Without such a run
+        it is trained anew.
+    callbacks:
+        Extra Lightning callbacks for the fit.
 
     Returns
     -------
@@ -367,7 +405,14 @@ def train_chemprop(
     if final.exists():
         raise RunDirError(f"run directory already exists: {final}")
     staging = staging_dir(final)
-    created = make_dirs(staging)
+    done = resumable_epochs(staging) if resume else None
+    if done is not None:
+        _check_same_run(staging, cfg, part)
+        created: list[Path] = []
+    else:
+        remove_tree(staging)  # a cut-off run that cannot be continued exactly: trained anew
+        created = make_dirs(staging)
+    keep_partial = False
     try:
         save_config(cfg, staging / CONFIG_FILE)
         atomic_write_json(staging / SPLITS_FILE, {**part, "n": len(smiles)})
@@ -403,12 +448,21 @@ def train_chemprop(
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
+        # after every epoch, with the random state: what a cut-off run continues from
+        last = ModelCheckpoint(
+            dirpath=staging / "checkpoints",
+            filename=LAST_CKPT.stem,
+            monitor=None,
+            save_top_k=1,
+            enable_version_counter=False,
+        )
         timer, memory = EpochTimer(), PeakMemory()
-        callbacks: list[L.Callback] = [checkpoint, timer, memory]
+        fit_callbacks: list[L.Callback] = [checkpoint, last, timer, memory, _RandomState()]
+        fit_callbacks += callbacks
         if report is not None:
             key = f"val/{model.metrics[0].alias}"
             scale = float(np.mean(scaler.scale_)) if scaler is not None else 1.0
-            callbacks.append(_Report(report, key, scale))
+            fit_callbacks.append(_Report(report, key, scale))
         accelerator = _accelerator(cfg)
         deterministic: bool | str = bool(cfg.train.deterministic)
         if deterministic and accelerator == "gpu":
@@ -419,16 +473,35 @@ def train_chemprop(
             devices=1,
             deterministic=deterministic,
             logger=CSVLogger(save_dir=str(staging), name="logs", version=""),
-            callbacks=callbacks,
+            callbacks=fit_callbacks,
             enable_progress_bar=bool(cfg.train.progress_bar),
             enable_model_summary=False,
             num_sanity_val_steps=0,
             log_every_n_steps=1,
             default_root_dir=str(staging),
         )
-        trainer.fit(model, train_loader, loaders["val"])
+        ckpt_path = None
+        if done is not None:
+            retarget_checkpoint(staging / LAST_CKPT, staging / "checkpoints")
+            if (staging / LOG_CSV).is_file():
+                os.replace(staging / LOG_CSV, staging / LOG_BEFORE_RESUME)
+            for _ in range(done):  # chemprop's sampler reshuffles on each pass: replay them
+                iter(train_loader.sampler)
+            ckpt_path = str(staging / LAST_CKPT)
+            log(f"continuing {final.name} after epoch {done}")
+        try:
+            # weights_only=False: chemprop's checkpoints keep its metric objects (our own file)
+            trainer.fit(
+                model, train_loader, loaders["val"], ckpt_path=ckpt_path, weights_only=False
+            )
+        except (KeyboardInterrupt, SystemExit):
+            keep_partial = keep_checkpoint and (staging / LAST_CKPT).is_file()
+            raise
         if trainer.interrupted:
+            keep_partial = keep_checkpoint and (staging / LAST_CKPT).is_file()
             raise KeyboardInterrupt
+        if (staging / LOG_BEFORE_RESUME).is_file():
+            merge_metrics_csv(staging / LOG_BEFORE_RESUME, staging / LOG_CSV)
 
         best_epoch, best_score = int(trainer.current_epoch), None
         if checkpoint.best_model_path:
@@ -445,6 +518,8 @@ def train_chemprop(
             metrics[name] = metrics_from_predictions(staging / file, task)
         if not keep_checkpoint:
             remove_tree(staging / "checkpoints")
+        else:  # the best weights are kept; the state to continue from is not needed any more
+            (staging / LAST_CKPT).unlink(missing_ok=True)
 
         metric, metric_mode = primary_metric(task)
         gpu = accelerator == "gpu"
@@ -481,9 +556,25 @@ def train_chemprop(
         os.replace(staging, final)
         drop_if_empty(staging.parent)
     except BaseException:
-        remove_tree(staging, created)
+        if not keep_partial:
+            remove_tree(staging, created)
         raise
     return out
+
+
+def _check_same_run(staging: Path, cfg: DictConfig, part: dict[str, list[int]]) -> None:
+    """Refuse to continue a cut-off run made with another config or split."""
+    import json
+
+    old_cfg = OmegaConf.to_container(load_run_config(staging), resolve=True)
+    new_cfg = OmegaConf.to_container(cfg, resolve=True)
+    old_split = json.loads((staging / SPLITS_FILE).read_text())
+    if old_cfg != new_cfg or any(old_split.get(k) != v for k, v in part.items()):
+        what = "config" if old_cfg != new_cfg else "split"
+        raise RunDirError(
+            f"{staging}: the cut-off run there was made with another {what}; remove it to "
+            "train anew"
+        )
 
 
 # ----------------------------------------------------------------------------- kangnn tune
@@ -624,9 +715,9 @@ def _smiles_column(cfg: DictConfig, path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m kangnn.train.chemprop CONFIG [OVERRIDES] --run-dir DIR [--split FILE]
-    [--label NAME]``: one chemprop run in its own process (what ``kangnn compare`` starts for
-    clean timings), e.g. ``chemprop.aggregation=sum seed=1`` to try one of chemprop's settings
-    on kangnn's split."""
+    [--label NAME] [--resume]``: one chemprop run in its own process (what ``kangnn compare``
+    starts for clean timings), e.g. ``chemprop.aggregation=sum seed=1`` to try one of chemprop's
+    settings on kangnn's split."""
     from kangnn.config import load_config
 
     p = argparse.ArgumentParser(prog="python -m kangnn.train.chemprop")
@@ -635,11 +726,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--split")
     p.add_argument("--label", default="chemprop", choices=MODEL_NAMES)
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run cut off in RUN_DIR's .partial"
+    )
     args = p.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)
         split = load_split(args.split) if args.split else None
-        train_chemprop(cfg, args.run_dir, split, label=args.label)
+        train_chemprop(cfg, args.run_dir, split, label=args.label, resume=args.resume)
     except (ConfigError, DataError, RunDirError, ChempropUnavailableError) as err:
         print(f"kangnn: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

@@ -160,20 +160,20 @@ def _train_isolated(
 ) -> dict[str, Any]:
     """Train in a fresh Python process (clean peak-memory and timing figures); ``label``
     names a chemprop row (``chemprop``, ``chemprop-tuned``) instead of a kangnn run; ``resume``
-    is an interrupted kangnn run (in ``.partial``) to continue instead of training anew."""
+    is the interrupted run (in ``.partial``) to continue instead of training anew."""
     with tempfile.TemporaryDirectory(prefix="kangnn-cmp-") as tmp:
         cfg_path = Path(tmp) / "config.yaml"
         save_config(run_cfg, cfg_path)
         split_path = Path(tmp) / "splits.json"
         split_path.write_text(json.dumps(split))
-        if resume is not None:
+        if resume is not None and label is None:
             cmd = [sys.executable, "-m", "kangnn.cli", "train", "--resume", str(resume)]
         else:
             if label is None:
                 cmd = [sys.executable, "-m", "kangnn.cli", "train", str(cfg_path)]
             else:
                 cmd = [sys.executable, "-m", "kangnn.train.chemprop", str(cfg_path)]
-                cmd += ["--label", label]
+                cmd += ["--label", label] + (["--resume"] if resume is not None else [])
             cmd += ["--run-dir", str(run_dir), "--split", str(split_path)]
         env = dict(os.environ)
         env.pop("KANGNN_RUN_STAGING", None)
@@ -195,12 +195,12 @@ def _train_inprocess(
 ) -> dict[str, Any]:
     from kangnn.train.run import train
 
-    if resume is not None:
-        result = train(None, resume=resume)
-    elif label is not None:
+    if label is not None:
         from kangnn.train.chemprop import train_chemprop
 
-        return train_chemprop(run_cfg, run_dir, split, label=label)
+        return train_chemprop(run_cfg, run_dir, split, label=label, resume=resume is not None)
+    if resume is not None:
+        result = train(None, resume=resume)
     else:
         result = train(run_cfg, run_dir=run_dir, split=split)
     assert result is not None
@@ -365,7 +365,7 @@ def compare(
         if (run_dir / METRICS_FILE).exists():
             metrics = json.loads((run_dir / METRICS_FILE).read_text())
             log(f"  seed {seed} {shown}: finished in an earlier call, kept")
-        elif label is None and (done := resumable_epochs(partial)) is not None:
+        elif (done := resumable_epochs(partial)) is not None:
             # Interrupted (e.g. a session's end): continued from its last epoch, to the numbers
             # an uninterrupted run gives (same weights, batch order, dropout masks, schedule).
             log(f"  seed {seed} {shown}: continuing an interrupted run after epoch {done}")
