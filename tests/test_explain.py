@@ -30,7 +30,6 @@ def run_dir(tmp_path_factory, esol_subset) -> Path:
     return run
 
 
-
 def test_explain_writes_the_report(run_dir, capsys):
     code, out, err = run_cli(["explain", run_dir, "--top", "3"], capsys)
     assert code == 0, err

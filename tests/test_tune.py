@@ -160,10 +160,14 @@ def test_a_cut_off_trial_is_continued_to_the_value_of_an_uninterrupted_one(
     assert continued["epochs"] == "3"  # the cut trial's epochs were reported again
     assert float(continued["val_rmse"]) == whole.trials[0]["val_rmse"]
     assert not (out / "trials" / "kan" / ".partial").exists()
-    run = out / "trials" / "kan" / "001"
-    assert json.loads((run / "metrics.json").read_text())["val"] == json.loads(
-        (tmp_path / "whole" / "trials" / "kan" / "000" / "metrics.json").read_text()
-    )["val"]
+    val = {
+        name: json.loads((folder / "metrics.json").read_text())["val"]
+        for name, folder in (
+            ("whole", tmp_path / "whole" / "trials" / "kan" / "000"),
+            ("continued", out / "trials" / "kan" / "001"),
+        )
+    }
+    assert val["whole"] == val["continued"]
     # Done: a rerun neither trains nor queues anything.
     tune(cfg, trials=1, models=["kan"], out_dir=out)
     storage = f"sqlite:///{out / 'optuna.db'}"

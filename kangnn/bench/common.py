@@ -114,6 +114,7 @@ def report(benchmark: str, title: str, rows: list[dict], columns, args) -> dict:
 
 def format_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
     """A Markdown table of ``rows`` with ``columns`` given as ``(key, header)`` pairs."""
+
     def cell(v: object) -> str:
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"

@@ -63,15 +63,17 @@ def run_case(
         set_fused(True)
     rows = []
     for name, model in models.items():
-        rows.append({
-            "device": device.type,
-            "threads": threads,
-            "batch": batch,
-            "model": name,
-            "params": count_parameters(model),
-            "time_ms": times[name] * 1e3,
-            "peak_mb": peaks[name] / 2**20,
-        })
+        rows.append(
+            {
+                "device": device.type,
+                "threads": threads,
+                "batch": batch,
+                "model": name,
+                "params": count_parameters(model),
+                "time_ms": times[name] * 1e3,
+                "peak_mb": peaks[name] / 2**20,
+            }
+        )
     base = next(r for r in rows if r["model"] == "mlp")
     for r in rows:
         r["time_vs_mlp"] = r["time_ms"] / base["time_ms"]
@@ -80,9 +82,14 @@ def run_case(
 
 
 COLUMNS = [
-    ("device", "device"), ("threads", "threads"), ("batch", "batch"), ("model", "model"),
+    ("device", "device"),
+    ("threads", "threads"),
+    ("batch", "batch"),
+    ("model", "model"),
     ("params", "params"),
-    ("time_ms", "fwd+bwd ms"), ("time_vs_mlp", "time / MLP"), ("peak_mb", "peak MiB"),
+    ("time_ms", "fwd+bwd ms"),
+    ("time_vs_mlp", "time / MLP"),
+    ("peak_mb", "peak MiB"),
     ("mem_vs_mlp", "memory / MLP"),
 ]
 
