@@ -183,8 +183,8 @@ def test_resume_from_last_checkpoint(esol_root, tmp_path):
 @pytest.mark.parametrize("function", ["kan", "mlp"])
 def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(esol_root, tmp_path, function):
     """Dropout, batch order, schedule, early-stopping state and the best checkpoint all continue
-    where they stopped: a run killed after epoch 1 and resumed ends bit-identical to one run
-    through."""
+    where they stopped: a run killed after epoch 1, resumed, killed again after epoch 2 and
+    resumed ends bit-identical to one run through, with each epoch logged once."""
     extra = [
         f"model.function={function}",
         "train.epochs=4",
@@ -199,6 +199,8 @@ def test_interrupted_and_resumed_run_equals_the_uninterrupted_one(esol_root, tmp
         train(cfg, run_dir=tmp_path / "cut" / "run", callbacks=[StopAt(2)])
     partial = tmp_path / "cut" / ".partial" / "run"
     assert (partial / "checkpoints" / "last.ckpt").is_file()
+    with pytest.raises((KeyboardInterrupt, SystemExit)):
+        train(None, resume=partial, callbacks=[StopAt(3)])  # a second session's end
     resumed = train(None, resume=partial)
     assert resumed.run_dir == tmp_path / "cut" / "run"
     logged = read_metrics_csv(resumed.run_dir / "logs" / "metrics.csv")

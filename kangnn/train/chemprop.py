@@ -61,6 +61,7 @@ from kangnn.train.metrics import make_metrics
 from kangnn.train.rundir import (
     CONFIG_FILE,
     LAST_CKPT,
+    LOG_BEFORE_RESUME,
     LOG_CSV,
     METRICS_FILE,
     PREDICTIONS_FILE,
@@ -72,6 +73,7 @@ from kangnn.train.rundir import (
     remove_tree,
     resumable_epochs,
     retarget_checkpoint,
+    set_aside_metrics_csv,
     staging_dir,
 )
 
@@ -92,7 +94,6 @@ INSTALL_HINT = "pip install 'kangnn[chemprop]' (or bash install.sh)"
 MODEL_NAMES = ("chemprop", "chemprop-tuned")
 VAL_PREDICTIONS_FILE = "val_predictions.csv"
 BEST_CKPT = Path("checkpoints") / "best.ckpt"
-LOG_BEFORE_RESUME = Path("logs") / "metrics-before-resume.csv"
 
 
 class ChempropUnavailableError(RuntimeError):
@@ -483,8 +484,7 @@ def train_chemprop(
         ckpt_path = None
         if done is not None:
             retarget_checkpoint(staging / LAST_CKPT, staging / "checkpoints")
-            if (staging / LOG_CSV).is_file():
-                os.replace(staging / LOG_CSV, staging / LOG_BEFORE_RESUME)
+            set_aside_metrics_csv(staging, done)
             for _ in range(done):  # chemprop's sampler reshuffles on each pass: replay them
                 iter(train_loader.sampler)
             ckpt_path = str(staging / LAST_CKPT)

@@ -42,6 +42,7 @@ from kangnn.train.rundir import (
     BEST_CKPT,
     CONFIG_FILE,
     LAST_CKPT,
+    LOG_BEFORE_RESUME,
     LOG_CSV,
     METRICS_FILE,
     PARTIAL,
@@ -58,6 +59,7 @@ from kangnn.train.rundir import (
     new_run_name,
     remove_tree,
     retarget_checkpoint,
+    set_aside_metrics_csv,
     staging_dir,
 )
 
@@ -412,9 +414,8 @@ def _stage_resume(cfg: DictConfig, old_dir: Path, module: MoleculeModule, data: 
             shutil.rmtree(staging)
         created = make_dirs(staging.parent)
         shutil.copytree(old_dir, staging)
-    retarget_checkpoint(staging / LAST_CKPT, staging / "checkpoints")
-    if (staging / LOG_CSV).is_file():
-        os.replace(staging / LOG_CSV, staging / "logs" / "metrics-before-resume.csv")
+    done = retarget_checkpoint(staging / LAST_CKPT, staging / "checkpoints")
+    set_aside_metrics_csv(staging, done)
     _write_inputs(cfg, staging, data)
     return _Stage(staging, final, created, worker=False)
 
@@ -483,8 +484,8 @@ def _fit(
             raise KeyboardInterrupt
         if trainer.global_rank != 0:
             return None
-        if (staging / "logs" / "metrics-before-resume.csv").is_file():
-            merge_metrics_csv(staging / "logs" / "metrics-before-resume.csv", staging / LOG_CSV)
+        if (staging / LOG_BEFORE_RESUME).is_file():
+            merge_metrics_csv(staging / LOG_BEFORE_RESUME, staging / LOG_CSV)
         metrics = _finalize(cfg, staging, data, module, trainer, checkpoint, timer, memory, match)
         _publish(stage, resumed=old_dir is not None)
         return RunResult(stage.final, metrics)

@@ -45,6 +45,8 @@ PREDICTIONS_FILE = "predictions.csv"
 BEST_CKPT = Path("checkpoints") / "best.ckpt"
 LAST_CKPT = Path("checkpoints") / "last.ckpt"
 LOG_CSV = Path("logs") / "metrics.csv"
+#: Where a resumed run keeps the log rows of the epochs before it continued.
+LOG_BEFORE_RESUME = Path("logs") / "metrics-before-resume.csv"
 
 
 class RunDirError(ValueError):
@@ -212,25 +214,36 @@ def read_metrics_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _write_metrics_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    keys = sorted({k for row in rows for k in row})
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
 def merge_metrics_csv(old: Path, new: Path) -> None:
     """Prepend the rows of ``old`` (logs before a resume) to ``new``, union of columns."""
-    before, after = read_metrics_csv(old), read_metrics_csv(new)
-    keys: list[str] = []
-    for row in before + after:
-        for k in row:
-            if k not in keys:
-                keys.append(k)
-    tmp = new.with_name(f".{new.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=sorted(keys))
-        writer.writeheader()
-        writer.writerows(before + after)
-    os.replace(tmp, new)
+    _write_metrics_csv(new, read_metrics_csv(old) + read_metrics_csv(new))
     old.unlink()
 
 
-def retarget_checkpoint(path: Path, new_dir: Path) -> None:
-    """Point the ModelCheckpoint paths saved in checkpoint ``path`` into folder ``new_dir``.
+def set_aside_metrics_csv(run_dir: Path, epochs_done: int) -> None:
+    """Before an interrupted run continues from its checkpoint after ``epochs_done`` epochs:
+    move its CSV log to :data:`LOG_BEFORE_RESUME`, after what an earlier interruption set aside
+    there, keeping only the rows of those epochs (an epoch cut short is trained and logged
+    again). :func:`merge_metrics_csv` puts them back in front of the continued run's log."""
+    rows = read_metrics_csv(run_dir / LOG_BEFORE_RESUME) + read_metrics_csv(run_dir / LOG_CSV)
+    kept = [r for r in rows if not r.get("epoch") or int(float(r["epoch"])) < epochs_done]
+    _write_metrics_csv(run_dir / LOG_BEFORE_RESUME, kept)
+    (run_dir / LOG_CSV).unlink(missing_ok=True)
+
+
+def retarget_checkpoint(path: Path, new_dir: Path) -> int:
+    """Point the ModelCheckpoint paths saved in checkpoint ``path`` into folder ``new_dir``;
+    the number of epochs the checkpoint holds.
 
     Lightning restores the best score only when the checkpoint folder is unchanged, and a resumed
     run lives in a new (staging) folder: without this the first resumed epoch would count as best.
@@ -252,3 +265,4 @@ def retarget_checkpoint(path: Path, new_dir: Path) -> None:
         if isinstance(state.get("best_k_models"), dict):
             state["best_k_models"] = {move(k): v for k, v in state["best_k_models"].items()}
     torch.save(ckpt, path)
+    return int(ckpt.get("epoch", 0)) + 1
