@@ -10,11 +10,15 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from kangnn.train.rundir import LAST_CKPT
 
 __all__ = [
     "EpochTimer",
@@ -22,8 +26,22 @@ __all__ = [
     "PeakMemory",
     "RandomState",
     "current_rss_bytes",
+    "every_epoch_checkpoint",
     "grid_fit_sample",
 ]
+
+
+def every_epoch_checkpoint(dirpath: Path) -> ModelCheckpoint:
+    """A checkpoint ``dirpath/last.ckpt`` rewritten after every epoch: what an interrupted run
+    continues from. (Lightning's ``save_last`` rewrites it only when the monitored metric
+    improves, so a resume would replay every epoch since the best one.)"""
+    return ModelCheckpoint(
+        dirpath=dirpath,
+        filename=LAST_CKPT.stem,
+        monitor=None,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
 
 
 def _numpy_state() -> tuple[str, torch.Tensor, int, int, float]:

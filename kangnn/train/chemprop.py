@@ -56,7 +56,7 @@ from omegaconf import DictConfig, OmegaConf
 from kangnn.config import ConfigError, apply_overrides, primary_metric, save_config
 from kangnn.data import DataError, load_split
 from kangnn.files import atomic_write_json, make_dirs
-from kangnn.train.callbacks import RandomState
+from kangnn.train.callbacks import RandomState, every_epoch_checkpoint
 from kangnn.train.metrics import make_metrics
 from kangnn.train.rundir import (
     CONFIG_FILE,
@@ -449,14 +449,7 @@ def train_chemprop(
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
-        # after every epoch, with the random state: what a cut-off run continues from
-        last = ModelCheckpoint(
-            dirpath=staging / "checkpoints",
-            filename=LAST_CKPT.stem,
-            monitor=None,
-            save_top_k=1,
-            enable_version_counter=False,
-        )
+        last = every_epoch_checkpoint(staging / "checkpoints")  # with _RandomState's state
         timer, memory = EpochTimer(), PeakMemory()
         fit_callbacks: list[L.Callback] = [checkpoint, last, timer, memory, _RandomState()]
         fit_callbacks += callbacks

@@ -33,7 +33,13 @@ from kangnn.config import ConfigError, for_model, primary_metric, save_config, v
 from kangnn.data import feature_dims, load_split, write_invalid_rows
 from kangnn.files import atomic_write_json, make_dirs
 from kangnn.models import ParamMatch, match_mlp, model_kwargs
-from kangnn.train.callbacks import EpochTimer, GridFit, PeakMemory, RandomState
+from kangnn.train.callbacks import (
+    EpochTimer,
+    GridFit,
+    PeakMemory,
+    RandomState,
+    every_epoch_checkpoint,
+)
 from kangnn.train.data import MoleculeDataModule, PreparedData, num_descriptors, prepare_data
 from kangnn.train.environment import ENVIRONMENT_FILE, collect_environment
 from kangnn.train.metrics import make_metrics
@@ -190,15 +196,7 @@ def _trainer(
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
-    # last.ckpt after every epoch (Lightning's save_last writes it only when the best improves,
-    # so a resume would replay every epoch since the best one)
-    last = ModelCheckpoint(
-        dirpath=run_dir / "checkpoints",
-        filename=LAST_CKPT.stem,
-        monitor=None,
-        save_top_k=1,
-        enable_version_counter=False,
-    )
+    last = every_epoch_checkpoint(run_dir / "checkpoints")
     timer, memory = EpochTimer(), PeakMemory()
     # RandomState: a run resumed from last.ckpt draws the dropout masks of the uninterrupted run
     callbacks: list[L.Callback] = [checkpoint, last, timer, memory, RandomState(), *extra_callbacks]
