@@ -64,6 +64,11 @@ class RandomState(L.Callback):
     (``on_train_start``: after the model was built and the checkpoint loaded, which draw numbers
     of their own), so a deterministic run interrupted and resumed ends with the same weights and
     metrics as one that ran through. ``restored`` tells whether a state was restored.
+
+    A training DataLoader without a generator of its own (chemprop's) draws one number from
+    torch's global generator each time a pass over it starts (its workers' base seed, as
+    ``torch.utils.data`` documents); a resumed fit starts its first pass before this hook, so that
+    draw is made again after the restore, where the uninterrupted run made it.
     """
 
     def __init__(self) -> None:
@@ -94,6 +99,9 @@ class RandomState(L.Callback):
         random.setstate(state["python"])
         if "cuda" in state and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda"])
+        loader = trainer.train_dataloader
+        if isinstance(loader, torch.utils.data.DataLoader) and loader.generator is None:
+            torch.empty((), dtype=torch.int64).random_()
         self.restored = True
 
 

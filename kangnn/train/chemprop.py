@@ -249,23 +249,6 @@ def _model(
     )
 
 
-class _RandomState(RandomState):
-    """:class:`~kangnn.train.callbacks.RandomState` for chemprop's training loader, which has
-    no generator of its own: each pass over it draws one number from torch's global generator
-    (the workers' base seed, as ``torch.utils.data`` documents). A resumed fit starts its first
-    pass before ``on_train_start`` restores the saved state, so that draw is made again after
-    the restore, where the uninterrupted run made it."""
-
-    @property
-    def state_key(self) -> str:
-        return "RandomState"  # the key resumable_epochs looks for
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        if self.restored:
-            torch.empty((), dtype=torch.int64).random_()
-
-
 class _Report(L.Callback):
     """Report chemprop's per-epoch validation metric (in the target's units) to ``report``
     (``kangnn tune``'s pruner) and stop the fit when it answers ``True``."""
@@ -449,9 +432,9 @@ def train_chemprop(
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
-        last = every_epoch_checkpoint(staging / "checkpoints")  # with _RandomState's state
+        last = every_epoch_checkpoint(staging / "checkpoints")  # with RandomState's state
         timer, memory = EpochTimer(), PeakMemory()
-        fit_callbacks: list[L.Callback] = [checkpoint, last, timer, memory, _RandomState()]
+        fit_callbacks: list[L.Callback] = [checkpoint, last, timer, memory, RandomState()]
         fit_callbacks += callbacks
         if report is not None:
             key = f"val/{model.metrics[0].alias}"
