@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import optuna
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from kangnn.cli import main
 from kangnn.config import load_config
@@ -24,7 +25,7 @@ SPACE = (
 TINY = [
     "model.hidden_channels=8",
     "model.num_layers=1",
-    "model.grid_size=3",
+    "model.grid_size=2",  # outside the KAN's range: its tuned grid always differs from the twin's
     "train.epochs=1",
     "train.batch_size=16",
     "train.threads=1",
@@ -105,6 +106,12 @@ def test_best_configs_are_accepted_by_train(study, capsys):
     from kangnn.config import for_model
 
     assert for_model(kan_file).train.lr == tuned.train.lr
+    # `kangnn compare best-kan.yaml` trains the twin that was tuned: matched to a KAN of its own
+    # architecture at the grid its trials held (2), not at the KAN's tuned grid (3 or 4).
+    twin = for_model(load_config(study.out / "best-kan.yaml"), "mlp")
+    assert OmegaConf.to_container(twin.model) == OmegaConf.to_container(tuned.model)
+    assert OmegaConf.to_container(twin.train) == OmegaConf.to_container(tuned.train)
+    assert twin.model.grid_size == 2 != load_config(study.out / "best-kan.yaml").model.grid_size
 
 
 def test_rerun_runs_only_missing_trials_and_skips_interrupted_ones(study, capsys):

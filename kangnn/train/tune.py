@@ -516,6 +516,27 @@ def _merged_overrides(cfg: DictConfig, tuned: dict[str, dict[str, Any]]) -> dict
     return out
 
 
+def _held_values(cfg: DictConfig, model: str) -> dict[str, Any]:
+    """The values ``model``'s trials held fixed for keys another kangnn model searches.
+
+    The MLP twin's trials run at the config's grid size (its width is matched to a KAN of its
+    own architecture at that grid); the KAN's tuned grid must not replace it when ``kangnn
+    compare best-kan.yaml`` trains the twin, or the twin compared is not the twin tuned. Written
+    into the model's overrides beside its tuned values."""
+    function = OBJECTIVES[model].function
+    if function is None:  # chemprop reads none of the kangnn models' keys
+        return {}
+    own = {s["key"] for s in search_space(cfg, model)}
+    others = {
+        s["key"]
+        for m, t in OBJECTIVES.items()
+        if m != model and t.function is not None
+        for s in search_space(cfg, m)
+    }
+    base = for_model(cfg, function)
+    return {key: OmegaConf.select(base, key) for key in sorted(others - own)}
+
+
 def best_config(cfg: DictConfig, model: str, tuned: dict[str, dict[str, Any]]) -> DictConfig:
     """The config of ``model`` with its tuned values, carrying every tuned model's values in
     ``compare.model_overrides`` (so ``kangnn compare`` on it trains the tuned pair)."""
@@ -732,7 +753,7 @@ def tune(
         b = _best(study)
         if b is not None:
             best[m] = {"value": b.value, "number": b.number, "params": dict(b.params)}
-    tuned = {m: b["params"] for m, b in best.items()}
+    tuned = {m: {**_held_values(cfg, m), **b["params"]} for m, b in best.items()}
     for m in best:
         path = out / f"best-{m}.yaml"
         save_config(best_config(cfg, m, tuned), path)
