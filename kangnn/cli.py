@@ -109,6 +109,12 @@ def _parser() -> argparse.ArgumentParser:
         "chemprop section) and, with compare.model_overrides.chemprop (kangnn tune), "
         "chemprop-tuned",
     )
+    c.add_argument(
+        "--update",
+        action="store_true",
+        help="in the finished comparison of --out, re-run the rows whose config changed (e.g. "
+        "a model tuned again) over the same seeds and keep the others",
+    )
 
     pr = sub.add_parser("predict", help="predict new molecules with a trained run")
     pr.add_argument("run_dir", metavar="RUN_DIR")
@@ -249,6 +255,7 @@ def _compare(args: argparse.Namespace) -> int:
         log=_info,
         with_models=args.with_models,
         jobs=args.jobs,
+        update=args.update,
     )
     print(result.table)
     if result.test.get("p") is None:

@@ -178,7 +178,7 @@ def test_compare_adds_chemprop_rows_to_a_finished_comparison(tuned_compare, caps
         argv = ["compare", best, "--with", "chemprop", "--seeds", "1", "--out", "pair"]
         code, out, err = run_cli(argv, capsys)
         assert code == 0
-        assert "its 2 runs are kept" in out + err
+        assert "2 of its runs are kept" in out + err
         summary = json.loads((work / "pair" / "summary.json").read_text())
         assert [r["model"] for r in summary["rows"]] == ["kan", "mlp", "chemprop", "chemprop-tuned"]
         for rel, (ino, data) in before.items():  # the same files, not trained again

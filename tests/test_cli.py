@@ -427,6 +427,52 @@ def test_compare_summary_describes_each_tuned_model(esol_root, config_file, tmp_
     assert kan["function_width"] == 16 and kan["params"] > mlp["params"]
 
 
+def test_compare_update_reruns_the_changed_row_only(esol_root, config_file, tmp_path, capsys):
+    """--update on a finished comparison whose MLP overrides changed (a re-tuned twin) retrains
+    the MLP's runs, keeps the KAN's as they were (same files, not retrained), and ends at the
+    numbers a fresh comparison of the new config gets."""
+    from kangnn.config import load_config
+    from kangnn.train.compare import compare
+    from kangnn.train.rundir import RunDirError
+
+    overrides = [f"dataset.root={esol_root}", f"output_dir={tmp_path}", *TINY, "train.epochs=1"]
+    cfg = load_config(config_file, [*overrides, "compare.isolate=false"])
+    cfg.compare.model_overrides = {"mlp": ["train.lr=0.002"]}
+    out = tmp_path / "cmp"
+    compare(cfg, seeds=1, out_dir=out)
+    kan_file = out / "runs" / "kan-s0" / "metrics.json"
+    kan_inode, kan_text = kan_file.stat().st_ino, kan_file.read_text()
+
+    cfg.compare.model_overrides = {"mlp": ["train.lr=0.005"]}
+    with pytest.raises(RunDirError, match="--update"):
+        compare(cfg, seeds=1, out_dir=out)
+    with pytest.raises(RunDirError, match="seeds"):
+        compare(cfg, seeds=2, out_dir=out, update=True)
+    updated = compare(cfg, seeds=1, out_dir=out, update=True)
+    assert kan_file.stat().st_ino == kan_inode and kan_file.read_text() == kan_text
+    assert load_config(out / "runs" / "mlp-s0" / "config.yaml").train.lr == 0.005
+    fresh = compare(cfg, seeds=1, out_dir=tmp_path / "fresh")
+    for a, b in zip(updated.rows, fresh.rows, strict=True):
+        assert (a["model"], a["test_rmse_mean"]) == (b["model"], b["test_rmse_mean"])
+    assert json.loads((out / "compare.json").read_text())["config"]["compare"][
+        "model_overrides"
+    ] == {"mlp": ["train.lr=0.005"]}
+    with pytest.raises(RunDirError, match="nothing to update"):
+        compare(cfg, seeds=1, out_dir=out, update=True)
+    code, _, err = run_cli(
+        [
+            "compare",
+            str(config_file),
+            *overrides,
+            "compare.model_overrides={mlp: [train.lr=0.005]}",
+            *("--seeds", "1", "--out", str(out), "--update"),
+        ],
+        capsys,
+    )
+    assert code != 0 and "Traceback" not in err
+    assert "nothing to update" in err.strip().splitlines()[-1]
+
+
 def test_bench_model_forwards_its_arguments(esol_root, tmp_path, capsys):
     out = tmp_path / "bench.json"
     code, stdout, err = run_cli(

@@ -245,6 +245,7 @@ def compare(
     log: Callable[[str], None] | None = None,
     with_models: Sequence[str] = (),
     jobs: int = 1,
+    update: bool = False,
 ) -> CompareResult:
     """Train the KAN model of ``cfg`` and its parameter-matched MLP baseline over seeds.
 
@@ -266,6 +267,10 @@ def compare(
         ``chemprop-tuned``.
     jobs:
         Training runs at a time (each in its own process; needs ``compare.isolate``).
+    update:
+        Re-run, in the finished comparison in ``out_dir`` (same seeds and rows), the rows whose
+        training config differs from the one they were trained with (e.g. a model tuned again)
+        and keep the runs of every other row.
 
     An interrupted or failed comparison keeps its finished runs in the staging folder: calling
     it again with the same ``out_dir`` and config trains only the runs still missing. A finished
@@ -336,7 +341,7 @@ def compare(
         )
     )
     extending = final.exists()
-    kept = _extendable(final, identity) if extending else []
+    kept = _extendable(final, identity, update) if extending else []
     resumed = _open_staging(staging, identity)
     created = make_dirs(staging / "runs")
     atomic_write_json(staging / COMPARE_FILE, identity)
@@ -344,7 +349,8 @@ def compare(
         if not (staging / "runs" / run).exists():
             shutil.copytree(final / "runs" / run, staging / "runs" / run, copy_function=os.link)
     if kept:
-        log(f"  adding rows to the finished comparison in {final}: its {len(kept)} runs are kept")
+        what = "updating" if update else "adding rows to"
+        log(f"  {what} the finished comparison in {final}: {len(kept)} of its runs are kept")
     run_one = _train_isolated if cfg.compare.isolate else _train_inprocess
 
     tasks = []  # (row, seed, display name, run config, external label)
@@ -447,18 +453,69 @@ def _same_tuned_rows(earlier: dict[str, Any], new: dict[str, Any]) -> bool:
     )
 
 
-def _extendable(final: Path, identity: dict[str, Any]) -> list[str]:
+def _row_identity(config: dict[str, Any], row: str) -> Any:
+    """What the runs of ``row`` are trained from: that row's config (its model's overrides
+    applied; ``chemprop-tuned`` with chemprop's) less the ``compare`` section (seeds, isolation
+    and the other rows' overrides), read over the schema's defaults; ``None`` when unreadable."""
+    try:
+        cfg = OmegaConf.merge(default_config(), config)
+        if row in MODELS:
+            cfg = for_model(cfg, row)
+        elif row == "chemprop-tuned":
+            from kangnn.train.chemprop import tuned_config
+
+            cfg = tuned_config(cfg)
+        out = OmegaConf.to_container(cfg, resolve=True) if cfg is not None else None
+    except (OmegaConfBaseException, ConfigError):
+        return None  # e.g. a key the schema no longer has: never equal, so retrained
+    if out is not None:
+        out.pop("compare", None)
+    return out
+
+
+def _updated(final: Path, earlier: dict[str, Any], identity: dict[str, Any]) -> list[str]:
+    """The run folders of ``final`` an ``update`` keeps: those of rows whose training config
+    is unchanged; a :class:`RunDirError` when seeds or rows differ, or nothing changed."""
+    if earlier.get("seeds") != identity["seeds"]:
+        raise RunDirError(
+            f"{final} was compared over seeds {earlier.get('seeds')}, not {identity['seeds']}: "
+            "--update re-runs changed rows over the same seeds; choose another --out"
+        )
+    rows = [*MODELS, *earlier.get("with", [])]
+    dropped = [w for w in earlier.get("with", []) if w not in identity["with"]]
+    if dropped:
+        raise RunDirError(
+            f"{final} has the rows {', '.join(dropped)}: pass --with "
+            f"{dropped[0].split('-')[0]} to keep them, or choose another --out"
+        )
+    same = set()
+    for row in rows:
+        before = _row_identity(earlier["config"], row)
+        if before is not None and before == _row_identity(identity["config"], row):
+            same.add(row)
+    runs = sorted(p.parent.name for p in (final / "runs").glob(f"*/{METRICS_FILE}"))
+    kept = [r for r in runs if r.rsplit("-s", 1)[0] in same]
+    if len(kept) == len(runs) and set(identity["with"]) <= set(earlier.get("with", [])):
+        raise RunDirError(f"{final}: no row's config changed, nothing to update")
+    return kept
+
+
+def _extendable(final: Path, identity: dict[str, Any], update: bool = False) -> list[str]:
     """The run folders of the finished comparison ``final`` that a comparison of ``identity``
-    keeps, when it only adds rows to it (``--with chemprop`` after a KAN/MLP comparison); a
-    :class:`RunDirError` when it would retrain or drop any of them."""
+    keeps, when it only adds rows to it (``--with chemprop`` after a KAN/MLP comparison) or,
+    with ``update``, re-runs the rows whose config changed; a :class:`RunDirError` when it
+    would retrain or drop runs it may not."""
     try:
         earlier = json.loads((final / COMPARE_FILE).read_text())
     except (OSError, ValueError):
         raise RunDirError(f"comparison directory already exists: {final}") from None
+    if update:
+        return _updated(final, earlier, identity)
     if _without_tuned_chemprop(earlier) != _without_tuned_chemprop(identity):
         raise RunDirError(
             f"{final} holds a comparison of another config (or seeds); rows can only be added "
-            "to the same comparison: choose another --out"
+            "to the same comparison: choose another --out, or --update to re-run the rows whose "
+            "config changed"
         )
     dropped = [w for w in earlier.get("with", []) if w not in identity["with"]]
     if dropped:
