@@ -13,9 +13,9 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "experiments" / "verdict.sh"
 
 # The stand-in: `tune ... --models M` and `compare ...`, logged as "start NAME" / "end NAME".
-# The MLP's tuning ends only once chemprop's has started (or fails after 30 s), so the test
-# does not depend on timing: a script that waits for both tunings before starting chemprop's
-# fails here instead of passing by luck.
+# The MLP's tuning ends only once chemprop's has started (or fails after 30 s), and chemprop's
+# only once the MLP's has started, so the test does not depend on timing: a script that waits
+# for both tunings before starting chemprop's fails here instead of passing by luck.
 STUB = r"""#!/usr/bin/env bash
 set -eu
 log="$STUB_LOG"
@@ -35,6 +35,9 @@ echo "start $name" >> "$log"
 if [ "$name" = tune-mlp ]; then
   for _ in $(seq 300); do grep -q "start tune-chemprop" "$log" && break; sleep 0.1; done
   grep -q "start tune-chemprop" "$log" || { echo "end $name (gave up)" >> "$log"; exit 1; }
+fi
+if [ "$name" = tune-chemprop ]; then  # a slow-starting MLP stand-in must not miss the overlap
+  for _ in $(seq 300); do grep -q "start tune-mlp" "$log" && break; sleep 0.1; done
 fi
 if [ "$cmd" = compare ]; then
   mkdir -p "$out"
