@@ -455,8 +455,10 @@ def _same_tuned_rows(earlier: dict[str, Any], new: dict[str, Any]) -> bool:
 
 def _row_identity(config: dict[str, Any], row: str) -> Any:
     """What the runs of ``row`` are trained from: that row's config (its model's overrides
-    applied; ``chemprop-tuned`` with chemprop's) less the ``compare`` section (seeds, isolation
-    and the other rows' overrides), read over the schema's defaults; ``None`` when unreadable."""
+    applied; ``chemprop-tuned`` with chemprop's) less what never reaches a run's numbers (the
+    ``compare`` section: seeds, isolation, the other rows' overrides; the ``quick`` preset, which
+    is applied when the config is loaded; ``output_dir``), read over the schema's defaults;
+    ``None`` when unreadable."""
     try:
         cfg = OmegaConf.merge(default_config(), config)
         if row in MODELS:
@@ -469,7 +471,8 @@ def _row_identity(config: dict[str, Any], row: str) -> Any:
     except (OmegaConfBaseException, ConfigError):
         return None  # e.g. a key the schema no longer has: never equal, so retrained
     if out is not None:
-        out.pop("compare", None)
+        for key in ("compare", "quick", "output_dir"):
+            out.pop(key, None)
     return out
 
 
