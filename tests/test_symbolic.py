@@ -300,11 +300,22 @@ def test_exp_of_sin_plus_square_with_kan_2_5_1(monkeypatch):
     # Where the sparsity training ends up is sensitive to rounding: the native kernels are built
     # with -march=native, so on another CPU they round differently and the same seed may end
     # with two units in use (seen on an AMD EPYC). The eager path recovers it there too.
+    # Even so, which local optimum one start reaches differs between CPUs (an Intel Xeon ends
+    # seed 0 with two units sharing the work); three starts, kept by the objective they were
+    # trained on (a two-unit optimum scores clearly worse: 0.82 vs 0.54-0.64), as a user would.
     monkeypatch.setitem(fused._state, "enabled", False)
     torch.manual_seed(0)
     x = torch.rand(3000, 2) * 2 - 1
     y = torch.exp(torch.sin(math.pi * x[:, 0]) + x[:, 1] ** 2)[:, None]
-    kan = fit(KAN([2, 5, 1]), x, y, steps=300, lr=0.03, sparsity=0.1, grid_updates=(50, 100))
+
+    def trained(seed: int) -> tuple[float, KAN]:
+        torch.manual_seed(seed)
+        kan = fit(KAN([2, 5, 1]), x, y, steps=300, lr=0.03, sparsity=0.1, grid_updates=(50, 100))
+        with torch.no_grad():
+            mse = torch.nn.functional.mse_loss(kan(x), y)
+            return float(mse + 0.1 * sparsity_loss(kan, x[:500])), kan
+
+    _, kan = min((trained(seed) for seed in range(3)), key=lambda t: t[0])
     small = prune(kan, x, threshold=0.05)
     assert small.widths == [2, 1, 1] and small.active_inputs == [0, 1]
     fit(small, x, y, steps=400, lr=0.05, grid_updates=(0,), cosine=True)
