@@ -476,6 +476,16 @@ def _row_identity(config: dict[str, Any], row: str) -> Any:
     return out
 
 
+def _refuse_dropped_rows(final: Path, earlier: dict[str, Any], identity: dict[str, Any]) -> None:
+    """A :class:`RunDirError` when ``final`` has external rows the new comparison lacks."""
+    dropped = [w for w in earlier.get("with", []) if w not in identity["with"]]
+    if dropped:
+        raise RunDirError(
+            f"{final} has the rows {', '.join(dropped)}: pass --with {dropped[0].split('-')[0]} "
+            "to keep them, or choose another --out"
+        )
+
+
 def _updated(final: Path, earlier: dict[str, Any], identity: dict[str, Any]) -> list[str]:
     """The run folders of ``final`` an ``update`` keeps: those of rows whose training config
     is unchanged; a :class:`RunDirError` when seeds or rows differ, or nothing changed."""
@@ -484,13 +494,8 @@ def _updated(final: Path, earlier: dict[str, Any], identity: dict[str, Any]) -> 
             f"{final} was compared over seeds {earlier.get('seeds')}, not {identity['seeds']}: "
             "--update re-runs changed rows over the same seeds; choose another --out"
         )
+    _refuse_dropped_rows(final, earlier, identity)
     rows = [*MODELS, *earlier.get("with", [])]
-    dropped = [w for w in earlier.get("with", []) if w not in identity["with"]]
-    if dropped:
-        raise RunDirError(
-            f"{final} has the rows {', '.join(dropped)}: pass --with "
-            f"{dropped[0].split('-')[0]} to keep them, or choose another --out"
-        )
     same = set()
     for row in rows:
         before = _row_identity(earlier["config"], row)
@@ -520,12 +525,7 @@ def _extendable(final: Path, identity: dict[str, Any], update: bool = False) -> 
             "to the same comparison: choose another --out, or --update to re-run the rows whose "
             "config changed"
         )
-    dropped = [w for w in earlier.get("with", []) if w not in identity["with"]]
-    if dropped:
-        raise RunDirError(
-            f"{final} has the rows {', '.join(dropped)}: pass --with {dropped[0].split('-')[0]} "
-            "to keep them, or choose another --out"
-        )
+    _refuse_dropped_rows(final, earlier, identity)
     if not _same_tuned_rows(earlier, identity):
         raise RunDirError(
             f"{final}: its chemprop-tuned runs were trained with other tuned values than "
