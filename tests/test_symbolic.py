@@ -29,6 +29,12 @@ def r2(pred, target) -> float:
     return float(1.0 - ((p - t) ** 2).sum() / ((t - t.mean()) ** 2).sum())
 
 
+def objective(kan, x, y, sparsity=0.0):
+    """The mean squared error plus ``sparsity * sparsity_loss`` on the first 500 rows."""
+    loss = torch.nn.functional.mse_loss(kan(x), y)
+    return loss + sparsity * sparsity_loss(kan, x[:500]) if sparsity else loss
+
+
 def fit(kan, x, y, steps, lr, sparsity=0.0, grid_updates=(), cosine=False):
     """Adam on the mean squared error (plus ``sparsity * sparsity_loss`` on 500 rows), updating
     the grids to the data at the steps ``grid_updates`` (a new optimizer each time), the way a
@@ -42,10 +48,7 @@ def fit(kan, x, y, steps, lr, sparsity=0.0, grid_updates=(), cosine=False):
             for group in opt.param_groups:
                 group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
         opt.zero_grad()
-        loss = torch.nn.functional.mse_loss(kan(x), y)
-        if sparsity:
-            loss = loss + sparsity * sparsity_loss(kan, x[:500])
-        loss.backward()
+        objective(kan, x, y, sparsity).backward()
         opt.step()
     return kan
 
@@ -312,8 +315,7 @@ def test_exp_of_sin_plus_square_with_kan_2_5_1(monkeypatch):
         torch.manual_seed(seed)
         kan = fit(KAN([2, 5, 1]), x, y, steps=300, lr=0.03, sparsity=0.1, grid_updates=(50, 100))
         with torch.no_grad():
-            mse = torch.nn.functional.mse_loss(kan(x), y)
-            return float(mse + 0.1 * sparsity_loss(kan, x[:500])), kan
+            return float(objective(kan, x, y, sparsity=0.1)), kan
 
     _, kan = min((trained(seed) for seed in range(3)), key=lambda t: t[0])
     small = prune(kan, x, threshold=0.05)
