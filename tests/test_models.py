@@ -171,8 +171,11 @@ def test_init_grids_covers_the_inputs_and_keeps_the_parameters(batch):
         if name in seen:
             x = seen[name]
             lo, hi = m.basis.lo, m.basis.hi
-            # Fitted to the data: inside its range, and covering nearly all of it.
+            # Fitted to the data: inside its range, and covering nearly all of it. The head's
+            # inputs hold ten copies of each molecule, so a sixth of them sit on an extreme that
+            # the fitted bound matches only to round-off (machine-dependent): 1e-5 in both checks.
             assert (lo >= x.min(0).values - 1e-5).all() and (hi <= x.max(0).values + 1e-5).all()
-            assert ((x >= lo) & (x <= hi)).float().mean() >= 0.9, name
+            inside = (x >= lo - 1e-5) & (x <= hi + 1e-5)
+            assert inside.float().mean() >= 0.9, name
     mlp = MoleculeGNN(ATOM_DIMS, BOND_DIMS, 2, conv="gin", function="mlp", **SMALL)
     assert mlp.init_grids(batch) == 0
